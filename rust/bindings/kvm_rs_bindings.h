@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Kernel headers kvm-rs's kernel-crate additions need bindings for; included
+ * from bindings_helper.h.
+ */
+
+#include <linux/anon_inodes.h>
+#include <linux/fcntl.h>
+#include <linux/fs.h>
+#include <linux/miscdevice.h>
+#include <linux/moduleparam.h>
+#include <asm/cpufeature.h>
+#include <asm/msr.h>

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Build the kvm-rs module (kvm.ko) out of tree against the patched kernel in the cache.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+[ -f "$KTREE/vmlinux" ] || { echo "kernel not built: run scripts/build-kernel.sh" >&2; exit 1; }
+mkdir -p "$MODBUILD"
+# Copy only sources whose content changed, so kbuild rebuilds incrementally.
+rsync -rc --include='*/' --include='*.rs' --include='*.c' --include='*.h' --include='*.S' \
+  --include='Kbuild' --exclude='*' "$KVMRS_ROOT/Kbuild" "$KVMRS_ROOT/virt" "$KVMRS_ROOT/arch" \
+  "$KVMRS_ROOT/include" "$MODBUILD/"
+log "building kvm-rs module"
+make -s -C "$KTREE" "${KMAKE_FLAGS[@]}" M="$MODBUILD" -j"$NPROC" modules
+log "module ready: $MODBUILD/kvm.ko"

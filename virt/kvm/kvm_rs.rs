@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kvm-rs: the Kernel-based Virtual Machine in Rust.
+//!
+//! The crate root holds only the module declaration and the wiring of the
+//! layers: `rust/` abstractions, then the core (`virt/kvm`), then x86
+//! (`arch/x86/kvm`), then the vendor backends.
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+mod dev_ioctl;
+mod kvm_main;
+// The ABI tables: entries are used as the features behind them land.
+#[allow(dead_code)]
+mod uapi;
+#[path = "../../arch/x86/kvm/x86.rs"]
+mod x86;
+
+module! {
+    type: KvmModule,
+    name: "kvm",
+    author: "kvm-rs developers",
+    description: "Kernel-based Virtual Machine, in Rust",
+    license: "GPL",
+}
+
+kernel::module_param_bool!(
+    FORCE_EMULATION_PREFIX,
+    "force_emulation_prefix",
+    false,
+    "Emulate instructions behind the forced-emulation prefix (not supported by kvm-rs)"
+);
+
+struct KvmModule {
+    _dev: kernel::miscdevice::Registration<kvm_main::KvmDev>,
+}
+
+impl kernel::Module for KvmModule {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        if FORCE_EMULATION_PREFIX.get() {
+            pr_err!("force_emulation_prefix=1 is not supported\n");
+            return Err(EINVAL);
+        }
+        let arch = x86::X86::probe()?;
+        let vendor = arch.vendor();
+        let arch: Arc<dyn kvm_main::Arch> = Arc::new(arch, GFP_KERNEL)?;
+        let dev = kvm_main::register(kvm_main::Kvm::new(arch)?)?;
+        pr_info!("kvm-rs loaded ({:?} backend)\n", vendor);
+        Ok(KvmModule { _dev: dev })
+    }
+}
