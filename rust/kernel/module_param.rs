@@ -2,10 +2,10 @@
 
 //! Read-only module parameters (`/sys/module/NAME/parameters/PARAM`).
 //!
-//! 6.12's `module!` macro has no parameters. [`module_param_bool!`] declares one
-//! boolean parameter the way C's `module_param(name, bool, 0444)` does: a
-//! `struct kernel_param` in the `__param` section of the module, with the
-//! kernel's `param_ops_bool`, plus the `parmtype`/`parm` modinfo entries.
+//! 6.12's `module!` macro has no parameters. [`module_param!`] declares one the
+//! way C's `module_param(name, type, 0444)` does: a `struct kernel_param` in the
+//! `__param` section of the module, with the kernel's `param_ops_bool` or
+//! `param_ops_int`, plus the `parmtype`/`parm` modinfo entries.
 //! Parameters are read-only (0444), so the value only changes while the module
 //! loader parses `insmod` arguments, before the module's init runs.
 //!
@@ -14,28 +14,34 @@
 use crate::{bindings, ffi::c_void, str::CStr};
 use core::cell::UnsafeCell;
 
-/// The storage of a read-only boolean parameter.
+/// A parameter type the kernel's `param_ops_*` can parse: `bool` (`param_ops_bool`)
+/// or `i32` (`param_ops_int`); [`module_param!`] pairs each with its operations.
+pub trait ParamType: Copy + Send + 'static {}
+impl ParamType for bool {}
+impl ParamType for i32 {}
+
+/// The storage of a read-only parameter.
 ///
 /// # Invariants
 ///
-/// The value is written only by `param_ops_bool.set` while the module loader
-/// parses the module's arguments, before any code of the module runs; the
-/// sysfs file is read-only.
+/// The value is written only by the type's `param_ops_*.set` while the module
+/// loader parses the module's arguments, before any code of the module runs;
+/// the sysfs file is read-only.
 #[repr(transparent)]
-pub struct BoolParam(UnsafeCell<bool>);
+pub struct Param<T: ParamType>(UnsafeCell<T>);
 
 // SAFETY: After module load the value is never written (type invariant), so
 // concurrent reads are fine.
-unsafe impl Sync for BoolParam {}
+unsafe impl<T: ParamType> Sync for Param<T> {}
 
-impl BoolParam {
+impl<T: ParamType> Param<T> {
     /// A parameter with default value `v`.
-    pub const fn new(v: bool) -> Self {
+    pub const fn new(v: T) -> Self {
         Self(UnsafeCell::new(v))
     }
 
     /// The parameter's value.
-    pub fn get(&self) -> bool {
+    pub fn get(&self) -> T {
         // SAFETY: No writer exists once module code runs (type invariant).
         unsafe { *self.0.get() }
     }
@@ -46,20 +52,22 @@ impl BoolParam {
 pub struct KernelParam(bindings::kernel_param);
 
 // SAFETY: The descriptor is read-only data: pointers to a static name, the
-// module, the kernel's `param_ops_bool` and a `BoolParam`.
+// module, the kernel's `param_ops_*` and a `Param`.
 unsafe impl Sync for KernelParam {}
 
 impl KernelParam {
-    /// The descriptor of read-only boolean parameter `name` stored in `value`.
-    pub const fn new_bool(
+    /// The descriptor of read-only parameter `name` stored in `value`, parsed
+    /// and printed by `ops`, which must be the kernel's operations for `T`.
+    pub const fn new<T: ParamType>(
         name: &'static CStr,
         owner: *mut bindings::module,
-        value: &'static BoolParam,
+        ops: *const bindings::kernel_param_ops,
+        value: &'static Param<T>,
     ) -> Self {
         Self(bindings::kernel_param {
             name: name.as_char_ptr(),
             mod_: owner,
-            ops: &raw const bindings::param_ops_bool,
+            ops,
             perm: 0o444,
             level: -1,
             flags: 0,
@@ -84,27 +92,32 @@ pub const fn modinfo_bytes<const N: usize>(s: &str) -> [u8; N] {
     out
 }
 
-/// Declares a read-only (0444) boolean module parameter.
+/// Declares a read-only (0444) module parameter of type `bool` or `i32`.
 ///
-/// `module_param_bool!(FORCE_EMULATION_PREFIX, "force_emulation_prefix", false, "text")`
-/// defines `static FORCE_EMULATION_PREFIX: BoolParam`, readable with `.get()`,
+/// `module_param!(FORCE_EMULATION_PREFIX: i32 = 0, "force_emulation_prefix", "text")`
+/// defines `static FORCE_EMULATION_PREFIX: Param<i32>`, readable with `.get()`,
 /// shown as `/sys/module/<module>/parameters/force_emulation_prefix`.
 #[macro_export]
-macro_rules! module_param_bool {
-    ($var:ident, $name:literal, $default:expr, $desc:literal) => {
-        static $var: $crate::module_param::BoolParam =
-            $crate::module_param::BoolParam::new($default);
+macro_rules! module_param {
+    ($var:ident : bool = $default:expr, $name:literal, $desc:literal) => {
+        $crate::module_param!(@impl $var, bool, "bool", param_ops_bool, $default, $name, $desc);
+    };
+    ($var:ident : i32 = $default:expr, $name:literal, $desc:literal) => {
+        $crate::module_param!(@impl $var, i32, "int", param_ops_int, $default, $name, $desc);
+    };
+    (@impl $var:ident, $t:ty, $tname:literal, $ops:ident, $default:expr, $name:literal, $desc:literal) => {
+        static $var: $crate::module_param::Param<$t> = $crate::module_param::Param::new($default);
         const _: () = {
             #[cfg(MODULE)]
             #[link_section = "__param"]
             #[used]
-            static PARAM: $crate::module_param::KernelParam =
-                $crate::module_param::KernelParam::new_bool(
-                    $crate::c_str!($name),
-                    crate::THIS_MODULE.as_ptr(),
-                    &$var,
-                );
-            const TYPE: &str = concat!("parmtype=", $name, ":bool");
+            static PARAM: $crate::module_param::KernelParam = $crate::module_param::KernelParam::new(
+                $crate::c_str!($name),
+                crate::THIS_MODULE.as_ptr(),
+                &raw const $crate::bindings::$ops,
+                &$var,
+            );
+            const TYPE: &str = concat!("parmtype=", $name, ":", $tname);
             #[cfg(MODULE)]
             #[link_section = ".modinfo"]
             #[used]

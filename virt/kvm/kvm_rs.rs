@@ -25,10 +25,12 @@ module! {
     license: "GPL",
 }
 
-kernel::module_param_bool!(
-    FORCE_EMULATION_PREFIX,
+// The C KVM's `int force_emulation_prefix` (x86.c). The selftests read it to
+// learn whether forced emulation is on; kvm-rs does not implement it, so it is
+// read-only and 0 (loading with a non-zero value is refused).
+kernel::module_param!(
+    FORCE_EMULATION_PREFIX: i32 = 0,
     "force_emulation_prefix",
-    false,
     "Emulate instructions behind the forced-emulation prefix (not supported by kvm-rs)"
 );
 
@@ -38,7 +40,7 @@ struct KvmModule {
 
 impl kernel::Module for KvmModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        if FORCE_EMULATION_PREFIX.get() {
+        if FORCE_EMULATION_PREFIX.get() != 0 {
             pr_err!("force_emulation_prefix=1 is not supported\n");
             return Err(EINVAL);
         }
