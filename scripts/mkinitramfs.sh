@@ -19,7 +19,9 @@ cp "$MODBUILD/kvm.ko" "$R/lib/modules/kvm-rs/kvm.ko"
 if [ -d "$SELFTEST_OUT/project" ]; then
   mkdir -p "$R/tests/kvm-rs"
   find "$SELFTEST_OUT/project" -maxdepth 1 -type f -perm -u+x | while read -r f; do
-    strip -o "$R/tests/kvm-rs/$(basename "$f")" "$f"; done
+    dst=$R/tests/kvm-rs/$(basename "$f")
+    if head -c4 "$f" | grep -q ELF; then strip -o "$dst" "$f"; else install -m 755 "$f" "$dst"; fi
+  done
 fi
 (cd "$R" && find . | cpio -o -H newc --quiet) | gzip -1 > "$IMAGES/base.cpio.gz"
 log "initramfs: $IMAGES/base.cpio.gz ($(du -h "$IMAGES/base.cpio.gz" | cut -f1))"

@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: GPL-2.0
+# kvm-rs: the project's commands. The kernel module itself is built by Kbuild
+# (scripts/build-module.sh); this Makefile drives setup, builds and tests.
+#
+#   make run                 the main job: set up, build, boot the test VM, load kvm-rs, show it working
+#   make test                every test; closes with "N passed, N failed, N skipped"
+#   make vmtest KVM=rs|c TESTS="name ..." [CPU=max] [SMP=2] [SHOW_OUTPUT=1]
+#   make baseline [KVM=c]    all 85 upstream selftests -> tools/testing/selftests/kvm/baseline/
+#   make host-test           cargo test of the hardware-independent files
+#   make setup | build | kernel | module | selftests | initramfs
+
+KVM ?= rs
+TESTS ?=
+CPU ?= max
+SMP ?= 2
+SHOW_OUTPUT ?=
+S := scripts
+
+.PHONY: run test vmtest baseline host-test setup build kernel module selftests initramfs
+
+run: setup build
+	bash $(S)/vmtest.sh KVM=rs TESTS="kvm-rs/kvm_rs_demo" SHOW_OUTPUT=1
+
+test:
+	bash $(S)/test-all.sh
+
+vmtest: build
+	bash $(S)/vmtest.sh KVM="$(KVM)" TESTS="$(TESTS)" CPU="$(CPU)" SMP="$(SMP)" SHOW_OUTPUT="$(SHOW_OUTPUT)"
+
+baseline: build
+	bash $(S)/baseline.sh KVM="$(KVM)"
+
+host-test:
+	cd tools/testing/kvm-rs-host && cargo test
+
+setup:
+	bash $(S)/setup-deps.sh
+
+build:
+	bash $(S)/build.sh
+
+kernel:
+	bash $(S)/build-kernel.sh
+
+module:
+	bash $(S)/build-module.sh
+
+selftests:
+	bash $(S)/build-selftests.sh
+
+initramfs:
+	bash $(S)/mkinitramfs.sh
