@@ -11,3 +11,5 @@
 #include <linux/moduleparam.h>
 #include <asm/cpufeature.h>
 #include <asm/msr.h>
+#include <linux/mm.h>
+#include <linux/sched/mm.h>

@@ -4,8 +4,10 @@
  * inline functions and macros that bindgen cannot bind.
  */
 
+#include <linux/cpumask.h>
 #include <asm/cpufeature.h>
 #include <asm/msr.h>
+#include <linux/sched/mm.h>
 
 bool rust_helper_boot_cpu_has(u16 bit)
 {
@@ -15,4 +17,24 @@ bool rust_helper_boot_cpu_has(u16 bit)
 int rust_helper_rdmsrl_safe(u32 msr, u64 *val)
 {
 	return rdmsrl_safe(msr, val);
+}
+
+void rust_helper_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
+}
+
+void rust_helper_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+unsigned int rust_helper_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+struct mm_struct *rust_helper_get_current_mm(void)
+{
+	return current->mm;
 }

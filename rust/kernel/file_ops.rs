@@ -19,6 +19,7 @@ use crate::{
     bindings,
     error::{Error, Result},
     ffi::{c_int, c_long, c_uint, c_ulong},
+    mm::VmArea,
     str::CStr,
     types::ForeignOwnable,
 };
@@ -51,6 +52,11 @@ pub trait FileOps: Sized + 'static {
     ) -> Result<isize> {
         crate::build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
+
+    /// Handles `mmap(2)`: typically maps pages with [`VmArea::insert_page`].
+    fn mmap(_this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _vma: &VmArea) -> Result {
+        crate::build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// The `struct file_operations` of a [`FileOps`] type.
@@ -80,6 +86,7 @@ impl<T: FileOps> FileOpsTable<T> {
                 owner,
                 llseek: Some(bindings::noop_llseek),
                 unlocked_ioctl: if T::HAS_IOCTL { Some(ioctl_callback::<T>) } else { None },
+                mmap: if T::HAS_MMAP { Some(mmap_callback::<T>) } else { None },
                 release: Some(release_callback::<T>),
                 ..pin_zeroed_file_operations()
             },
@@ -141,12 +148,13 @@ macro_rules! file_ops_table {
 /// On failure `data` is dropped here.
 pub fn create_anon_fd<T: FileOps>(
     table: &'static FileOpsTable<T>,
-    name: &'static CStr,
+    name: &CStr,
     data: T::Ptr,
     flags: u32,
 ) -> Result<i32> {
     let ptr = data.into_foreign();
-    // SAFETY: `name` is NUL-terminated and static; `table` is static and its
+    // SAFETY: `name` is NUL-terminated (the VFS copies it into the new dentry);
+    // `table` is static and its
     // callbacks expect private data made by `T::Ptr::into_foreign`, which `ptr` is.
     let fd = unsafe {
         bindings::anon_inode_getfd(name.as_char_ptr(), table.as_ptr(), ptr.cast_mut(), flags as c_int)
@@ -176,6 +184,25 @@ unsafe extern "C" fn ioctl_callback<T: FileOps>(
     match T::ioctl(this, cmd, arg as usize) {
         Ok(ret) => ret as c_long,
         Err(e) => e.to_errno() as c_long,
+    }
+}
+
+/// # Safety
+///
+/// As for [`ioctl_callback`]; `vma` is the mapping being created, with its
+/// `mm`'s mmap lock held for writing.
+unsafe extern "C" fn mmap_callback<T: FileOps>(
+    file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: As in `ioctl_callback`: `mmap` holds a file reference.
+    let this = unsafe { T::Ptr::borrow((*file).private_data) };
+    // SAFETY: The caller guarantees `vma` is valid under the mmap write lock
+    // for the duration of this call.
+    let vma = unsafe { VmArea::from_raw(vma) };
+    match T::mmap(this, vma) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
     }
 }
 

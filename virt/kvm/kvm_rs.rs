@@ -14,6 +14,7 @@ mod kvm_main;
 // The ABI tables: entries are used as the features behind them land.
 #[allow(dead_code)]
 mod uapi;
+mod vcpu_limits;
 #[path = "../../arch/x86/kvm/x86.rs"]
 mod x86;
 

@@ -52,6 +52,48 @@ pub(crate) const KVM_CHECK_EXTENSION: u32 = io(0x03);
 /// `KVM_GET_VCPU_MMAP_SIZE`.
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
 
+// VM ioctls.
+/// `KVM_CREATE_VCPU`: the argument is the vCPU id.
+pub(crate) const KVM_CREATE_VCPU: u32 = io(0x41);
+/// `KVM_ENABLE_CAP` (VM ioctl here; also a vCPU ioctl).
+pub(crate) const KVM_ENABLE_CAP: u32 = iow(0xa3, KvmEnableCap::SIZE);
+
+/// `KVM_CAP_NR_VCPUS`: the recommended vCPU count.
+pub(crate) const KVM_CAP_NR_VCPUS: i64 = 9;
+/// `KVM_CAP_MAX_VCPUS`: the most vCPUs a VM can have.
+pub(crate) const KVM_CAP_MAX_VCPUS: i64 = 66;
+/// `KVM_CAP_ENABLE_CAP_VM`: `KVM_ENABLE_CAP` works on VM fds.
+pub(crate) const KVM_CAP_ENABLE_CAP_VM: i64 = 98;
+/// `KVM_CAP_MAX_VCPU_ID`: the bound on vCPU ids; settable per VM.
+pub(crate) const KVM_CAP_MAX_VCPU_ID: i64 = 128;
+
+/// `struct kvm_enable_cap` as read from user space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KvmEnableCap {
+    /// The capability.
+    pub(crate) cap: u32,
+    /// Must be 0 for every capability kvm-rs knows.
+    pub(crate) flags: u32,
+    /// Capability-specific arguments.
+    pub(crate) args: [u64; 4],
+}
+
+impl KvmEnableCap {
+    /// `sizeof(struct kvm_enable_cap)`: cap, flags, args[4], pad[64].
+    pub(crate) const SIZE: usize = 104;
+
+    /// Decodes the user-space bytes (native endianness, as the C struct).
+    pub(crate) fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[o..o + 8]);
+            u64::from_ne_bytes(w)
+        };
+        Self { cap: u32_at(0), flags: u32_at(4), args: [u64_at(8), u64_at(16), u64_at(24), u64_at(32)] }
+    }
+}
+
 /// `KVM_CAP_CHECK_EXTENSION_VM`: `KVM_CHECK_EXTENSION` works on VM fds.
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: i64 = 105;
 
@@ -96,6 +138,24 @@ mod tests {
         assert_eq!(KVM_CREATE_VM, 0xae01);
         assert_eq!(KVM_CHECK_EXTENSION, 0xae03);
         assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
+    }
+
+    #[test]
+    fn vm_ioctl_numbers() {
+        assert_eq!(KVM_CREATE_VCPU, 0xae41);
+        assert_eq!(KVM_ENABLE_CAP, 0x4068_aea3);
+    }
+
+    #[test]
+    fn enable_cap_decoding() {
+        let mut b = [0u8; KvmEnableCap::SIZE];
+        b[0..4].copy_from_slice(&128u32.to_ne_bytes());
+        b[4..8].copy_from_slice(&1u32.to_ne_bytes());
+        b[8..16].copy_from_slice(&4095u64.to_ne_bytes());
+        b[32..40].copy_from_slice(&u64::MAX.to_ne_bytes());
+        b[103] = 0xff; // padding is ignored, as by the C KVM
+        let c = KvmEnableCap::from_bytes(&b);
+        assert_eq!(c, KvmEnableCap { cap: 128, flags: 1, args: [4095, 0, 0, u64::MAX] });
     }
 
     #[test]

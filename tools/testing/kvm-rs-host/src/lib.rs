@@ -20,3 +20,7 @@ mod uapi;
 #[allow(dead_code)]
 #[path = "../../../../virt/kvm/dev_ioctl.rs"]
 mod dev_ioctl;
+
+#[allow(dead_code)]
+#[path = "../../../../virt/kvm/vcpu_limits.rs"]
+mod vcpu_limits;
