@@ -40,3 +40,19 @@ pub fn rdmsr_safe(msr: u32) -> Result<u64> {
     }
     Ok(val)
 }
+
+/// `[eax, ebx, ecx, edx]` of `CPUID(leaf, subleaf)` on the current CPU.
+pub fn cpuid_count(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let mut r = [0u32; 4];
+    let [a, b, c, d] = &mut r;
+    // SAFETY: CPUID has no side effects the kernel cares about; the pointers
+    // are to four distinct local `u32`s.
+    unsafe { bindings::cpuid_count(leaf, subleaf, a, b, c, d) };
+    r
+}
+
+/// The host's XCR0 (the XSAVE features the kernel enabled), 0 without XSAVE.
+pub fn host_xcr0() -> u64 {
+    // SAFETY: Reads XCR0 only when CR4.OSXSAVE is set (checked by the helper).
+    unsafe { bindings::host_xcr0() }
+}

@@ -57,8 +57,9 @@ pub(crate) trait Arch: Send + Sync {
     fn check_extension(&self, cap: i64) -> i64;
     /// Whether `KVM_CREATE_VM` accepts `vm_type`.
     fn vm_type_supported(&self, vm_type: usize) -> bool;
-    /// A system ioctl the core does not know.
-    fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize, Errno>;
+    /// A system ioctl the core does not know; `arg` is the raw argument
+    /// (often a user address).
+    fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize>;
 }
 
 /// The module-wide KVM state, shared by every open file.
@@ -125,7 +126,7 @@ impl FileOps for KvmDev {
             DevIoctl::CreateVm { vm_type } => kvm.create_vm(vm_type),
             DevIoctl::CheckExtension { cap } => Ok(kvm.check_extension(cap) as isize),
             DevIoctl::VcpuMmapSize => Ok(dev_ioctl::vcpu_mmap_size(PAGE_SIZE) as isize),
-            DevIoctl::Arch { cmd, arg } => kvm.arch.dev_ioctl(cmd, arg).map_err(err),
+            DevIoctl::Arch { cmd, arg } => kvm.arch.dev_ioctl(cmd, arg),
         }
     }
 }

@@ -51,6 +51,8 @@ pub(crate) const KVM_CREATE_VM: u32 = io(0x01);
 pub(crate) const KVM_CHECK_EXTENSION: u32 = io(0x03);
 /// `KVM_GET_VCPU_MMAP_SIZE`.
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
+/// x86 `KVM_GET_SUPPORTED_CPUID`: `struct kvm_cpuid2` (8-byte header, then entries).
+pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = iowr(0x05, 8);
 
 // VM ioctls.
 /// `KVM_CREATE_VCPU`: the argument is the vCPU id.
@@ -113,6 +115,8 @@ pub(crate) struct Errno(pub i32);
 /// Errno values of `include/uapi/asm-generic/errno-base.h` and `errno.h` used by the core.
 pub(crate) mod errno {
     use super::Errno;
+    /// Argument list too long (`E2BIG`).
+    pub(crate) const E2BIG: Errno = Errno(7);
     /// I/O error.
     pub(crate) const EIO: Errno = Errno(5);
     /// Out of memory.
@@ -138,6 +142,7 @@ mod tests {
         assert_eq!(KVM_CREATE_VM, 0xae01);
         assert_eq!(KVM_CHECK_EXTENSION, 0xae03);
         assert_eq!(KVM_GET_VCPU_MMAP_SIZE, 0xae04);
+        assert_eq!(KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <linux/kvm.h>
 
@@ -121,6 +122,75 @@ TEST_F(dev, vm_outlives_dev_fd)
 	self->kvm = open("/dev/null", O_RDONLY);	/* for the teardown */
 	EXPECT_EQ(1, ioctl(vm, KVM_CHECK_EXTENSION, KVM_CAP_CHECK_EXTENSION_VM));
 	EXPECT_EQ(0, close(vm));
+}
+
+static struct kvm_cpuid2 *alloc_cpuid(int nent)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(c->entries[0]));
+
+	c->nent = nent;
+	return c;
+}
+
+static struct kvm_cpuid_entry2 *find_leaf(struct kvm_cpuid2 *c, __u32 fn, __u32 idx)
+{
+	__u32 i;
+
+	for (i = 0; i < c->nent; i++)
+		if (c->entries[i].function == fn && c->entries[i].index == idx)
+			return &c->entries[i];
+	return NULL;
+}
+
+TEST_F(dev, supported_cpuid_errors)
+{
+	struct kvm_cpuid2 *c = alloc_cpuid(1);
+
+	c->nent = 0;
+	EXPECT_EQ(-1, ioctl(self->kvm, KVM_GET_SUPPORTED_CPUID, c));
+	EXPECT_EQ(E2BIG, errno);
+	c->nent = 1;
+	EXPECT_EQ(-1, ioctl(self->kvm, KVM_GET_SUPPORTED_CPUID, c));
+	EXPECT_EQ(E2BIG, errno);
+	/* On error nent is left alone. */
+	EXPECT_EQ(1, c->nent);
+	EXPECT_EQ(-1, ioctl(self->kvm, KVM_GET_SUPPORTED_CPUID, (void *)8));
+	EXPECT_EQ(EFAULT, errno);
+	free(c);
+}
+
+TEST_F(dev, supported_cpuid_table)
+{
+	struct kvm_cpuid2 *c = alloc_cpuid(256);
+	struct kvm_cpuid_entry2 *e;
+	char sig[13] = {};
+	__u32 vabits;
+
+	ASSERT_EQ(0, ioctl(self->kvm, KVM_GET_SUPPORTED_CPUID, c)) TH_LOG("%s", strerror(errno));
+	EXPECT_GT(c->nent, 4);
+	EXPECT_LE(c->nent, 256);
+	ASSERT_NE(NULL, e = find_leaf(c, 0, 0));
+	ASSERT_NE(NULL, find_leaf(c, 1, 0));
+	/* The KVM signature leaf, with the feature leaf as the maximum. */
+	ASSERT_NE(NULL, e = find_leaf(c, 0x40000000, 0));
+	memcpy(sig, &e->ebx, 4);
+	memcpy(sig + 4, &e->ecx, 4);
+	memcpy(sig + 8, &e->edx, 4);
+	EXPECT_STREQ("KVMKVMKVM", sig);
+	EXPECT_EQ(0x40000001, e->eax);
+	/* Long mode, NX and a 48- or 57-bit linear address width (the selftest library's needs). */
+	ASSERT_NE(NULL, e = find_leaf(c, 0x80000001, 0));
+	EXPECT_TRUE(e->edx & (1u << 29));
+	EXPECT_TRUE(e->edx & (1u << 20));
+	ASSERT_NE(NULL, e = find_leaf(c, 0x80000008, 0));
+	vabits = (e->eax >> 8) & 0xff;
+	EXPECT_TRUE(vabits == 48 || vabits == 57);
+	EXPECT_GE(e->eax & 0xff, 32);
+	/* Leaf 7 has sub-leaves: its entry is marked so. */
+	e = find_leaf(c, 7, 0);
+	if (e)
+		EXPECT_TRUE(e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+	free(c);
 }
 
 TEST_HARNESS_MAIN
