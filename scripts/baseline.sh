@@ -2,14 +2,24 @@
 # Measure the parity baseline: all 85 upstream x86_64 selftests against the C KVM
 # (kvm.ko + kvm-amd.ko of the same tree) in the test VM, written as a markdown
 # table to tools/testing/selftests/kvm/baseline/qemu-svm-c.md (or OUT=file).
-#   scripts/baseline.sh [KVM=c|rs] [OUT=file]
+#   scripts/baseline.sh [KVM=c|rs] [OUT=file] [REFRESH_NOTES=1]
+# REFRESH_NOTES=1 rewrites only the notes of an existing table from
+# upstream-tests.conf, keeping its measured results.
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
-KVM=c; OUT=""
-for a in "$@"; do case "$a" in KVM=*|OUT=*) eval "${a%%=*}=\${a#*=}" ;; *) echo "unknown $a" >&2; exit 2 ;; esac; done
+KVM=c; OUT=""; REFRESH_NOTES=""
+for a in "$@"; do case "$a" in KVM=*|OUT=*|REFRESH_NOTES=*) eval "${a%%=*}=\${a#*=}" ;; *) echo "unknown $a" >&2; exit 2 ;; esac; done
 ST=$KVMRS_ROOT/tools/testing/selftests/kvm
 [ -n "$OUT" ] || OUT=$ST/baseline/qemu-svm-$KVM.md
 mkdir -p "$(dirname "$OUT")"
+if [ -n "$REFRESH_NOTES" ]; then
+  [ -f "$OUT" ] || { echo "no $OUT to refresh" >&2; exit 1; }
+  awk -F'|' -v conf="$ST/upstream-tests.conf" '
+    BEGIN { while ((getline l < conf) > 0) { if (l ~ /^#/) continue; split(l, w, " "); n = ""; i = index(l, "#"); if (i) n = substr(l, i + 2); note[w[1]] = n } }
+    /^\| [^-]/ && $2 != " test " { name = $2; gsub(/ /, "", name); if (name in note) { $6 = " " note[name] " "; print $0 "|"; next } }
+    { print }' OFS='|' "$OUT" | sed 's/||$/|/' > "$OUT.new" && mv "$OUT.new" "$OUT"
+  log "notes refreshed in ${OUT#$KVMRS_ROOT/}"; exit 0
+fi
 RES=$(mktemp)
 start=$(date +%s)
 bash "$KVMRS_ROOT/scripts/vmtest.sh" KVM="$KVM" TESTS=all EXPECT=/dev/null RESULTS="$RES" | tee "$RES.tap"
