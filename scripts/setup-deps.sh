@@ -3,6 +3,7 @@
 # Debian packages: kernel source, the Rust toolchain with core source, LLVM 19, QEMU,
 # Bochs and the usual kernel build tools. crates.io: bindgen-cli (Debian's is too old).
 set -euo pipefail
+export PATH=$HOME/.cargo/bin:$PATH
 
 PKGS=(
   linux-source-6.12

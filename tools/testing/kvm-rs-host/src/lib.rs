@@ -24,3 +24,23 @@ mod dev_ioctl;
 #[allow(dead_code)]
 #[path = "../../../../virt/kvm/vcpu_limits.rs"]
 mod vcpu_limits;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/cpuid.rs"]
+mod cpuid;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/svm/vmcb.rs"]
+mod vmcb;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/msr_filter.rs"]
+mod msr_filter;
+
+#[allow(dead_code)]
+#[path = "../../../../virt/kvm/coalesced_mmio.rs"]
+mod coalesced_mmio;
+
+#[allow(dead_code)]
+#[path = "../../../../virt/kvm/memslots.rs"]
+mod memslots;
