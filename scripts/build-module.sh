@@ -5,9 +5,10 @@ set -euo pipefail
 [ -f "$KTREE/vmlinux" ] || { echo "kernel not built: run scripts/build-kernel.sh" >&2; exit 1; }
 mkdir -p "$MODBUILD"
 # Copy only sources whose content changed, so kbuild rebuilds incrementally.
+srcs=()
+for p in Kbuild virt arch include; do [ -e "$KVMRS_ROOT/$p" ] && srcs+=("$KVMRS_ROOT/$p"); done
 rsync -rc --include='*/' --include='*.rs' --include='*.c' --include='*.h' --include='*.S' \
-  --include='Kbuild' --exclude='*' "$KVMRS_ROOT/Kbuild" "$KVMRS_ROOT/virt" "$KVMRS_ROOT/arch" \
-  "$KVMRS_ROOT/include" "$MODBUILD/"
+  --include='Kbuild' --exclude='*' "${srcs[@]}" "$MODBUILD/"
 log "building kvm-rs module"
 make -s -C "$KTREE" "${KMAKE_FLAGS[@]}" M="$MODBUILD" -j"$NPROC" modules
 log "module ready: $MODBUILD/kvm.ko"
