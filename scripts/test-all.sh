@@ -44,7 +44,7 @@ RS_TESTS="kvm-rs/kvm_rs_dev_test kvm-rs/kvm_rs_demo $(grep -v '^#' $ST/kvm-rs.ex
 run_suite "vm: kvm-rs (QEMU, SVM)" bash scripts/vmtest.sh KVM=rs TESTS="$RS_TESTS"
 
 # 3. kvm-rs on a CPU without SVM or VMX: refuses to load cleanly.
-run_suite "vm: kvm-rs load without SVM/VMX" bash scripts/vmtest.sh KVM=none CPU=max,-svm \
+run_suite "vm: kvm-rs load without SVM/VMX" bash scripts/vmtest.sh KVM=none CPU=qemu64,-svm \
   TESTS="kvm-rs/no_virt_load_test"
 
 # 4. The C KVM of the same tree, same project selftests: the ABI yardstick.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
-# Run with no KVM loaded on a CPU without SVM and VMX (vmtest KVM=none CPU=max,-svm):
+# Run with no KVM loaded on a CPU without SVM and VMX (vmtest KVM=none CPU=qemu64,-svm):
 # kvm-rs must refuse to load with a clear message and leave nothing behind.
 fail() { echo "FAIL: $*"; exit 1; }
 grep -qwE 'svm|vmx' /proc/cpuinfo && { echo "SKIP: this CPU has SVM or VMX"; exit 4; }
