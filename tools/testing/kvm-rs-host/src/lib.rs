@@ -44,3 +44,7 @@ mod coalesced_mmio;
 #[allow(dead_code)]
 #[path = "../../../../virt/kvm/memslots.rs"]
 mod memslots;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/mmu/paging_tmpl.rs"]
+mod paging_tmpl;
