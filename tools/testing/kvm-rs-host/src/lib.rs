@@ -48,3 +48,7 @@ mod memslots;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/mmu/paging_tmpl.rs"]
 mod paging_tmpl;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/lapic.rs"]
+mod lapic;
