@@ -878,17 +878,19 @@ impl Lapic {
     /// register, from its first 4 bytes), zero-extended; `None` where C fails.
     fn reg_read(&self, offset: u32, len: usize, now_ns: u64) -> Option<u32> {
         let align = (offset & 0xf) as usize;
-        if align + len > 4 || offset > 0x3f0 || self.readable_reg_mask() & (1 << (offset >> 4)) == 0
+        if !matches!(len, 1 | 2 | 4)
+            || align + len > 4
+            || offset > 0x3f0
+            || self.readable_reg_mask() & (1 << (offset >> 4)) == 0
         {
             return None;
         }
         let v = self.read_value(offset & !0xf, now_ns) >> (8 * align);
-        match len {
-            1 => Some(v & 0xff),
-            2 => Some(v & 0xffff),
-            4 => Some(v),
-            _ => None,
-        }
+        Some(if len == 4 {
+            v
+        } else {
+            v & ((1 << (8 * len)) - 1)
+        })
     }
 
     /// A guest read of the MMIO page at `offset` (< 0x1000) into `data`. As in
@@ -940,7 +942,7 @@ impl Lapic {
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
             return Ok(None);
         };
-        if offset & 0xf != 0 {
+        if offset & 0xf != 0 || u64::from(offset) >= LAPIC_MMIO_LENGTH {
             return Ok(None);
         }
         Ok(self
@@ -1451,9 +1453,16 @@ impl Lapic {
         }
         self.period_ns = self.tmict_to_ns(self.get(reg::TMICT));
         self.limit_period();
-        let left = u128::from(self.target_ns.saturating_sub(now_ns));
-        let left = left * u128::from(self.divide_count) / u128::from(old);
-        self.target_ns = now_ns.saturating_add(u64::try_from(left).unwrap_or(u64::MAX));
+        // left * new / old without 128-bit arithmetic (the kernel has no
+        // u128 division): both divisors are powers of two, so this is exact.
+        let left = self.target_ns.saturating_sub(now_ns);
+        let new = self.divide_count;
+        let left = if new > old {
+            left.saturating_mul(u64::from(new / old))
+        } else {
+            left / u64::from(old / new)
+        };
+        self.target_ns = now_ns.saturating_add(left);
         Some(self.restart_timer())
     }
 
@@ -1607,4 +1616,1312 @@ impl Lapic {
 /// LINT0 in NMI mode: delivery mode NMI and not masked (`apic_lvt_nmi_mode()`).
 fn lvt_nmi_mode(v: u32) -> bool {
     v & (MODE_MASK | LVT_MASKED) == MODE_NMI
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGS: VmFlags = VmFlags::DEFAULT;
+    /// A guest with x2APIC and TSC-deadline in CPUID.
+    const CAPS: GuestCaps = GuestCaps {
+        x2apic: true,
+        tsc_deadline: true,
+        maxphyaddr: 48,
+        intel_compatible: true,
+    };
+
+    /// A vCPU as the selftest library creates it: reset, then CPUID set.
+    fn lapic(id: u32) -> Lapic {
+        let mut a = Lapic::new(id, LapicConfig::DEFAULT);
+        a.reset(id == 0, &FLAGS);
+        a.set_guest_caps(CAPS);
+        a
+    }
+
+    /// A vCPU with its APIC software-enabled (`xapic_enable()`).
+    fn enabled(id: u32) -> Lapic {
+        let mut a = lapic(id);
+        wr(&mut a, reg::SPIV, 0x1ff);
+        a
+    }
+
+    fn rd_at(a: &Lapic, off: u32, now: u64) -> u32 {
+        let mut b = [0u8; 4];
+        a.mmio_read(off, &mut b, now).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    fn rd(a: &Lapic, off: u32) -> u32 {
+        rd_at(a, off, 0)
+    }
+
+    fn wr_at(a: &mut Lapic, off: u32, v: u32, now: u64) -> Option<Action> {
+        a.mmio_write(off, &v.to_le_bytes(), now).unwrap()
+    }
+
+    fn wr(a: &mut Lapic, off: u32, v: u32) -> Option<Action> {
+        wr_at(a, off, v, 0)
+    }
+
+    /// Guest `x2apic_enable()`.
+    fn to_x2apic(a: &mut Lapic) {
+        let base = a.apic_base() | APICBASE_X2APIC;
+        a.set_apic_base(base, false).unwrap();
+        a.wrmsr(0x80f, 0x1ff, 0).unwrap();
+    }
+
+    fn msr(r: u32) -> u32 {
+        0x800 + (r >> 4)
+    }
+
+    fn page_reg(p: &[u8; KVM_APIC_REG_SIZE], off: u32) -> u32 {
+        let o = off as usize;
+        u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]])
+    }
+
+    fn set_page_reg(p: &mut [u8; KVM_APIC_REG_SIZE], off: u32, v: u32) {
+        let o = off as usize;
+        p[o..o + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn fixed(vector: u8) -> Irq {
+        Irq {
+            vector,
+            mode: DeliveryMode::Fixed,
+            level: true,
+            level_triggered: false,
+        }
+    }
+
+    fn ipi(a: Option<Action>) -> Ipi {
+        match a {
+            Some(Action::Ipi(i)) => i,
+            other => panic!("expected an IPI, got {other:?}"),
+        }
+    }
+
+    const LVTS6: [u32; 6] = [
+        reg::LVTT,
+        reg::LVTTHMR,
+        reg::LVTPC,
+        reg::LVT0,
+        reg::LVT1,
+        reg::LVTERR,
+    ];
+
+    #[test]
+    fn reset_state_as_kvm_lapic_reset() {
+        let bsp = lapic(0);
+        assert_eq!(bsp.apic_base(), 0xfee0_0900);
+        assert_eq!(bsp.mode(), ApicMode::Xapic);
+        assert_eq!(rd(&bsp, reg::ID), 0);
+        // Version 0x14, 6 LVT entries (max index 5), no directed EOI with the
+        // in-kernel IOAPIC.
+        assert_eq!(rd(&bsp, reg::LVR), 0x0005_0014);
+        for r in LVTS6 {
+            let want = if r == reg::LVT0 { 0x700 } else { 0x1_0000 };
+            assert_eq!(rd(&bsp, r), want, "LVT {r:#x}");
+        }
+        assert!(bsp.accepts_pic_intr());
+        assert_eq!(rd(&bsp, reg::SPIV), 0xff);
+        assert!(!bsp.sw_enabled());
+        assert_eq!(rd(&bsp, reg::DFR), 0xffff_ffff);
+        for r in [
+            reg::TASKPRI,
+            reg::PROCPRI,
+            reg::LDR,
+            reg::ESR,
+            reg::ICR,
+            reg::ICR2,
+            reg::TMICT,
+            reg::TDCR,
+        ] {
+            assert_eq!(rd(&bsp, r), 0, "reg {r:#x}");
+        }
+        assert_eq!(bsp.divide_count(), 2);
+        assert_eq!(bsp.host_timer(), HostTimer::Off);
+
+        let ap = lapic(3);
+        assert_eq!(ap.apic_base(), 0xfee0_0800);
+        assert_eq!(rd(&ap, reg::ID), 3 << 24);
+        assert_eq!(rd(&ap, reg::LVT0), 0x1_0000);
+        assert!(!ap.accepts_pic_intr());
+
+        // The quirk off: the BSP's LINT0 is masked too.
+        let mut a = Lapic::new(0, LapicConfig::DEFAULT);
+        let flags = VmFlags {
+            lint0_reenabled_quirk: false,
+            ..FLAGS
+        };
+        a.reset(true, &flags);
+        assert_eq!(rd(&a, reg::LVT0), 0x1_0000);
+
+        // The xAPIC ID is the vCPU id truncated to 8 bits.
+        assert_eq!(lapic(0x1234).xapic_id(), 0x34);
+
+        // Directed EOI only for an x2APIC guest with the split irqchip.
+        let cfg = LapicConfig {
+            ioapic_in_kernel: false,
+            ..LapicConfig::DEFAULT
+        };
+        let mut a = Lapic::new(1, cfg);
+        a.reset(false, &FLAGS);
+        assert_eq!(rd(&a, reg::LVR), 0x0005_0014);
+        a.set_guest_caps(CAPS);
+        assert_eq!(rd(&a, reg::LVR), 0x0105_0014);
+    }
+
+    #[test]
+    fn reset_leaves_x2apic_and_init_keeps_base_and_id() {
+        let mut a = enabled(2);
+        wr(&mut a, reg::ID, 0x0700_0000);
+        wr(&mut a, reg::TASKPRI, 0x20);
+        a.accept_fixed(0x40, true);
+        a.init(false, &FLAGS);
+        assert_eq!(a.apic_base(), 0xfee0_0800);
+        assert_eq!(a.xapic_id(), 7);
+        assert_eq!(rd(&a, reg::SPIV), 0xff);
+        assert_eq!(rd(&a, reg::TASKPRI), 0);
+        assert_eq!(rd(&a, reg::IRR + 0x20), 0);
+        assert_eq!(rd(&a, reg::TMR + 0x20), 0);
+
+        // INIT in x2APIC mode keeps the mode, the ID and the derived LDR.
+        to_x2apic(&mut a);
+        a.init(false, &FLAGS);
+        assert!(a.x2apic_mode());
+        assert_eq!(a.rdmsr(0x802, 0), Ok(2));
+        assert_eq!(a.rdmsr(0x80d, 0), Ok(u64::from(x2apic_ldr(2))));
+
+        // RESET returns to xAPIC with the default ID.
+        a.reset(false, &FLAGS);
+        assert_eq!(a.mode(), ApicMode::Xapic);
+        assert_eq!(rd(&a, reg::ID), 2 << 24);
+        assert_eq!(rd(&a, reg::LDR), 0);
+    }
+
+    #[test]
+    fn mmio_sizes_alignment_and_readable_registers() {
+        let a = lapic(3);
+        let read = |off: u32, len: usize| {
+            let mut b = [0xaau8; 8];
+            a.mmio_read(off, &mut b[..len], 0).unwrap();
+            b
+        };
+        // Sub-register reads within the first 4 bytes are fine.
+        assert_eq!(read(0x23, 1)[0], 3);
+        assert_eq!(read(0x22, 2)[..2], [0, 3]);
+        // Crossing 4 bytes, 8 bytes, 3 bytes: the buffer is left alone.
+        assert_eq!(read(0x22, 4)[..4], [0xaa; 4]);
+        assert_eq!(read(0x20, 8), [0xaa; 8]);
+        assert_eq!(read(0x20, 3)[..3], [0xaa; 3]);
+        assert_eq!(read(0x24, 4)[..4], [0xaa; 4]);
+        assert_eq!(a.mmio_read(0x24, &mut [], 0), Ok(()));
+        assert_eq!(a.mmio_read(0x20, &mut [], 0), Ok(()));
+        // Reserved and write-only registers.
+        for off in [
+            0x0,
+            0x10,
+            0x40,
+            0x70,
+            reg::EOI,
+            reg::RRR,
+            0x2a0,
+            reg::LVTCMCI,
+            0x3a0,
+            0x3d0,
+            reg::SELF_IPI,
+            0x400,
+            0xff0,
+        ] {
+            assert_eq!(read(off, 4)[..4], [0xaa; 4], "offset {off:#x}");
+        }
+        // ARBPRI reads 0; DFR and ICR2 exist in xAPIC mode.
+        assert_eq!(read(reg::ARBPRI, 4)[..4], [0; 4]);
+        assert_eq!(read(reg::DFR, 4)[..4], [0xff; 4]);
+        assert_eq!(read(reg::ICR2, 4)[..4], [0; 4]);
+
+        // Writes must be aligned 4-byte writes.
+        let mut a = enabled(3);
+        assert_eq!(a.mmio_write(reg::TASKPRI, &[0x20, 0], 0), Ok(None));
+        assert_eq!(
+            a.mmio_write(reg::TASKPRI + 4, &[0x20, 0, 0, 0], 0),
+            Ok(None)
+        );
+        assert_eq!(
+            a.mmio_write(reg::TASKPRI, &[0x20, 0, 0, 0, 0, 0, 0, 0], 0),
+            Ok(None)
+        );
+        assert_eq!(rd(&a, reg::TASKPRI), 0);
+        wr(&mut a, reg::TASKPRI, 0x20);
+        assert_eq!(rd(&a, reg::TASKPRI), 0x20);
+        // Outside the window (the module checks the range first).
+        assert_eq!(wr(&mut a, 0x1080, 0x30), None);
+        assert_eq!(rd(&a, reg::TASKPRI), 0x20);
+
+        // The page is not decoded when disabled or in x2APIC mode.
+        let mut b = [0u8; 4];
+        let base = a.apic_base();
+        a.set_apic_base(base & !APICBASE_ENABLE, false).unwrap();
+        assert_eq!(a.mmio_read(reg::ID, &mut b, 0), Err(MmioInactive));
+        assert_eq!(a.mmio_write(reg::TASKPRI, &b, 0), Err(MmioInactive));
+        a.set_apic_base(base, false).unwrap();
+        to_x2apic(&mut a);
+        assert_eq!(a.mmio_read(reg::ID, &mut b, 0), Err(MmioInactive));
+
+        // The window follows the base.
+        let a = lapic(0);
+        assert!(a.mmio_in_range(0xfee0_0000) && a.mmio_in_range(0xfee0_0fff));
+        assert!(!a.mmio_in_range(0xfee0_1000) && !a.mmio_in_range(0xfedf_ffff));
+    }
+
+    #[test]
+    fn write_masks_per_register() {
+        let mut a = enabled(1);
+        let cases = [
+            (reg::ID, 0xff00_0000),
+            (reg::TASKPRI, 0xff),
+            (reg::LDR, 0xff00_0000),
+            (reg::DFR, 0xffff_ffff),
+            (reg::SPIV, 0x3ff),
+            (reg::ICR2, 0xff00_0000),
+            (reg::TDCR, 0xb),
+            // Mode bits 18:17 with TSC-deadline in CPUID (3 is reserved
+            // but kept, as in C).
+            (reg::LVTT, 0x7_10ff),
+            (reg::LVTTHMR, 0x1_17ff),
+            (reg::LVTPC, 0x1_17ff),
+            (reg::LVT0, 0x1_f7ff),
+            (reg::LVT1, 0x1_f7ff),
+            (reg::LVTERR, 0x1_10ff),
+        ];
+        for (r, want) in cases {
+            wr(&mut a, r, 0xffff_ffff);
+            assert_eq!(rd(&a, r), want, "reg {r:#x}");
+            wr(&mut a, reg::SPIV, 0x1ff);
+        }
+        wr(&mut a, reg::DFR, 0);
+        assert_eq!(rd(&a, reg::DFR), 0x0fff_ffff);
+        // ESR and the read-only registers ignore writes.
+        let ro = [
+            reg::ESR,
+            reg::LVR,
+            reg::PROCPRI,
+            reg::ARBPRI,
+            reg::ISR,
+            reg::TMR + 0x70,
+            reg::IRR + 0x10,
+            reg::TMCCT,
+            reg::LVTCMCI,
+        ];
+        for r in ro {
+            let before = a.reg(r);
+            assert_eq!(wr(&mut a, r, 0x1234_5678), None);
+            assert_eq!(a.reg(r), before, "reg {r:#x}");
+        }
+    }
+
+    #[test]
+    fn software_disabled_apic_masks_lvts() {
+        let mut a = lapic(1);
+        // SDM 11.4.3: writes while software-disabled keep the mask bit...
+        wr(&mut a, reg::LVT1, 0x400);
+        assert_eq!(rd(&a, reg::LVT1), 0x1_0400);
+        // ...but the NMI-watchdog state follows the value written, as in C.
+        wr(&mut a, reg::LVT0, 0x400);
+        assert_eq!(rd(&a, reg::LVT0), 0x1_0400);
+        assert!(a.lvt0_in_nmi_mode());
+
+        // Clearing the enable bit masks every entry.
+        wr(&mut a, reg::SPIV, 0x1ff);
+        wr(&mut a, reg::LVT0, 0x700);
+        wr(&mut a, reg::LVTT, 0x2_0030);
+        wr(&mut a, reg::LVTERR, 0xfe);
+        assert!(!a.lvt0_in_nmi_mode());
+        wr(&mut a, reg::SPIV, 0xff);
+        assert_eq!(rd(&a, reg::LVT0), 0x1_0700);
+        assert_eq!(rd(&a, reg::LVTT), 0x3_0030);
+        assert_eq!(rd(&a, reg::LVTERR), 0x1_00fe);
+    }
+
+    #[test]
+    fn timer_mode_bits_follow_cpuid() {
+        let mut a = Lapic::new(0, LapicConfig::DEFAULT);
+        a.reset(true, &FLAGS);
+        wr(&mut a, reg::SPIV, 0x1ff);
+        // No CPUID yet: only one-shot.
+        wr(&mut a, reg::LVTT, 0x2_0030);
+        assert_eq!(rd(&a, reg::LVTT), 0x30);
+        a.set_guest_caps(GuestCaps {
+            tsc_deadline: false,
+            ..CAPS
+        });
+        wr(&mut a, reg::LVTT, 0x4_0030);
+        assert_eq!(rd(&a, reg::LVTT), 0x30);
+        wr(&mut a, reg::LVTT, 0x2_0030);
+        assert_eq!(rd(&a, reg::LVTT), 0x2_0030);
+        a.set_guest_caps(CAPS);
+        wr(&mut a, reg::LVTT, 0x4_0030);
+        assert_eq!(rd(&a, reg::LVTT), 0x4_0030);
+    }
+
+    #[test]
+    fn cmci_adds_a_seventh_lvt() {
+        let mut a = enabled(0);
+        assert_eq!(wr(&mut a, reg::LVTCMCI, 0x12), None);
+        assert_eq!(a.reg(reg::LVTCMCI), 0);
+        a.set_cmci(true);
+        assert_eq!(a.nr_lvt_entries(), 7);
+        assert_eq!(rd(&a, reg::LVR), 0x0006_0014);
+        assert_eq!(rd(&a, reg::LVTCMCI), 0x1_0000);
+        wr(&mut a, reg::LVTCMCI, 0xffff_ffff);
+        assert_eq!(rd(&a, reg::LVTCMCI), 0x1_17ff);
+        wr(&mut a, reg::LVTCMCI, 0x2f2);
+        wr(&mut a, reg::SPIV, 0xff);
+        assert_eq!(rd(&a, reg::LVTCMCI), 0x1_02f2);
+    }
+
+    #[test]
+    fn directed_eoi_bit_in_spiv_only_when_offered() {
+        let cfg = LapicConfig {
+            ioapic_in_kernel: false,
+            ..LapicConfig::DEFAULT
+        };
+        let mut a = Lapic::new(0, cfg);
+        a.reset(true, &FLAGS);
+        a.set_guest_caps(CAPS);
+        wr(&mut a, reg::SPIV, 0x11ff);
+        assert_eq!(rd(&a, reg::SPIV), 0x11ff);
+        assert!(a.suppress_eoi_broadcast());
+        let mut b = enabled(0);
+        wr(&mut b, reg::SPIV, 0x11ff);
+        assert_eq!(rd(&b, reg::SPIV), 0x1ff);
+    }
+
+    #[test]
+    fn ppr_from_tpr_and_isr() {
+        let mut a = enabled(0);
+        assert!(a.accept_fixed(0x41, false));
+        assert_eq!(a.highest_pending(), Some(0x41));
+        // SDM 11.8.3.1: deliverable only if its class exceeds PPR's class.
+        for (tpr, pending) in [
+            (0x40, None),
+            (0x3f, Some(0x41)),
+            (0x4f, None),
+            (0x30, Some(0x41)),
+        ] {
+            wr(&mut a, reg::TASKPRI, tpr);
+            assert_eq!(rd(&a, reg::PROCPRI), tpr);
+            assert_eq!(a.highest_pending(), pending, "TPR {tpr:#x}");
+        }
+        wr(&mut a, reg::TASKPRI, 0);
+        a.ack(0x41);
+        assert_eq!(rd(&a, reg::IRR + 0x20), 0);
+        assert_eq!(rd(&a, reg::ISR + 0x20), 1 << 1);
+        assert_eq!(a.ppr(), 0x40);
+        // Same class as in service: waits; higher class: preempts.
+        a.accept_fixed(0x45, false);
+        assert_eq!(a.highest_pending(), None);
+        a.accept_fixed(0x50, false);
+        assert_eq!(a.highest_pending(), Some(0x50));
+        // TPR with a lower class than ISR: PPR is the ISR class.
+        wr(&mut a, reg::TASKPRI, 0x35);
+        assert_eq!(a.ppr(), 0x40);
+        // TPR with a higher class: PPR is TPR, low bits included.
+        wr(&mut a, reg::TASKPRI, 0x5a);
+        assert_eq!(a.ppr(), 0x5a);
+        assert_eq!(a.highest_pending(), None);
+        // CR8 is TPR[7:4].
+        a.set_cr8(0x1f);
+        assert_eq!((a.tpr(), a.cr8(), a.ppr()), (0xf0, 0xf, 0xf0));
+        a.set_cr8(0);
+        assert_eq!(a.ppr(), 0x40);
+        assert_eq!(
+            a.eoi(),
+            Some(Action::Eoi {
+                vector: 0x41,
+                level_triggered: false
+            })
+        );
+        assert_eq!(a.ppr(), 0);
+        assert_eq!(a.highest_pending(), Some(0x50));
+    }
+
+    #[test]
+    fn eoi_clears_the_highest_isr_and_reports_the_trigger_mode() {
+        let mut a = enabled(0);
+        a.accept_fixed(0x30, false);
+        a.ack(0x30);
+        a.accept_fixed(0x80, true);
+        assert_eq!(rd(&a, reg::TMR + 0x40), 1);
+        a.ack(0x80);
+        assert_eq!(
+            wr(&mut a, reg::EOI, 0),
+            Some(Action::Eoi {
+                vector: 0x80,
+                level_triggered: true
+            })
+        );
+        assert!(a.pending_eoi(0x30) && !a.pending_eoi(0x80));
+        assert_eq!(
+            wr(&mut a, reg::EOI, 0),
+            Some(Action::Eoi {
+                vector: 0x30,
+                level_triggered: false
+            })
+        );
+        assert_eq!(wr(&mut a, reg::EOI, 0), None);
+        // An edge interrupt on the same vector clears TMR again.
+        a.accept_fixed(0x80, false);
+        assert_eq!(rd(&a, reg::TMR + 0x40), 0);
+        // x2APIC EOI is MSR 0x80b (write-only); C does not check the value.
+        to_x2apic(&mut a);
+        a.ack(0x80);
+        assert_eq!(
+            a.wrmsr(0x80b, 5, 0),
+            Ok(Some(Action::Eoi {
+                vector: 0x80,
+                level_triggered: false
+            }))
+        );
+        assert_eq!(a.rdmsr(0x80b, 0), Err(Gp));
+    }
+
+    #[test]
+    fn acceptance_by_delivery_mode() {
+        let mut a = lapic(0);
+        // Software-disabled: fixed interrupts are dropped, NMI/INIT/SIPI are not.
+        assert_eq!(a.accept(&fixed(0x40)), Delivered::Dropped);
+        assert_eq!(a.highest_irr(), None);
+        let mk = |mode, vector, level, level_triggered| Irq {
+            vector,
+            mode,
+            level,
+            level_triggered,
+        };
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::Nmi, 0, true, false)),
+            Delivered::Nmi
+        );
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::Smi, 0, true, false)),
+            Delivered::Smi
+        );
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::RemoteRead, 0, true, false)),
+            Delivered::PvUnhalt
+        );
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::ExtInt, 0x20, true, false)),
+            Delivered::Dropped
+        );
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::StartUp, 0x9a, true, false)),
+            Delivered::Sipi
+        );
+        assert!(a.has_pending_init_or_sipi());
+        // INIT drops a SIPI not yet taken; INIT de-assert does nothing.
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::Init, 0, true, true)),
+            Delivered::Init
+        );
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::Init, 0, false, true)),
+            Delivered::Dropped
+        );
+        assert_eq!(a.take_sipi(), None);
+        assert!(a.take_init() && !a.take_init());
+        a.accept(&mk(DeliveryMode::StartUp, 0x9a, true, false));
+        assert_eq!(a.take_sipi(), Some(0x9a));
+        assert!(!a.has_pending_init_or_sipi());
+
+        let mut a = enabled(0);
+        // Level-triggered de-assert is dropped.
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::Fixed, 0x40, false, true)),
+            Delivered::Dropped
+        );
+        // Lowest priority counts arbitration attempts, even dropped ones.
+        assert_eq!(
+            a.accept(&mk(DeliveryMode::LowestPriority, 0x41, true, false)),
+            Delivered::Irr
+        );
+        a.accept(&mk(DeliveryMode::LowestPriority, 0x42, false, true));
+        assert_eq!(a.arb_prio(), 2);
+        assert_eq!(a.highest_pending(), Some(0x41));
+        // Hardware-disabled: nothing is pending.
+        a.set_apic_base(0, false).unwrap();
+        assert_eq!(a.highest_pending(), None);
+        assert_eq!(lowest_prio_index(0x31, 4), Some(1));
+        assert_eq!(lowest_prio_index(0x31, 0), None);
+    }
+
+    #[test]
+    fn illegal_vectors_are_accepted_but_never_delivered() {
+        let mut a = enabled(0);
+        for v in 0..16 {
+            assert!(a.accept_fixed(v, false));
+        }
+        assert_eq!(rd(&a, reg::IRR), 0xffff);
+        assert_eq!(a.highest_irr(), Some(15));
+        // Class 0 never exceeds PPR, so nothing is deliverable.
+        assert_eq!(a.highest_pending(), None);
+        // An ICR with an illegal vector is sent like any other, ESR stays 0.
+        let i = ipi(wr(&mut a, reg::ICR, 0x4_4003));
+        assert_eq!((i.irq.vector, i.dest.shorthand), (3, Shorthand::ToSelf));
+        assert_eq!(rd(&a, reg::ESR), 0);
+    }
+
+    #[test]
+    fn icr_decoding() {
+        let mut a = enabled(0);
+        wr(&mut a, reg::ICR2, 0x0a12_3456);
+        assert_eq!(rd(&a, reg::ICR2), 0x0a00_0000);
+        // Vector 0xfe, NMI, logical, BUSY, assert, level, all-including.
+        let i = ipi(wr(&mut a, reg::ICR, 0x8_dcfe));
+        assert_eq!(rd(&a, reg::ICR), 0x8_ccfe);
+        let want = Ipi {
+            irq: Irq {
+                vector: 0xfe,
+                mode: DeliveryMode::Nmi,
+                level: true,
+                level_triggered: true,
+            },
+            dest: Destination {
+                id: 0x0a,
+                logical: true,
+                shorthand: Shorthand::AllIncludingSelf,
+            },
+        };
+        assert_eq!(i, want);
+        let modes = [
+            DeliveryMode::Fixed,
+            DeliveryMode::LowestPriority,
+            DeliveryMode::Smi,
+            DeliveryMode::RemoteRead,
+            DeliveryMode::Nmi,
+            DeliveryMode::Init,
+            DeliveryMode::StartUp,
+            DeliveryMode::ExtInt,
+        ];
+        for (m, mode) in modes.into_iter().enumerate() {
+            assert_eq!(ipi(wr(&mut a, reg::ICR, (m as u32) << 8)).irq.mode, mode);
+        }
+        let shorthands = [
+            Shorthand::None,
+            Shorthand::ToSelf,
+            Shorthand::AllIncludingSelf,
+            Shorthand::AllExcludingSelf,
+        ];
+        for (s, sh) in shorthands.into_iter().enumerate() {
+            let i = ipi(wr(&mut a, reg::ICR, (s as u32) << 18));
+            assert_eq!(
+                (i.dest.shorthand, i.dest.logical, i.irq.level),
+                (sh, false, false)
+            );
+        }
+    }
+
+    /// The ICR values `test_icr()` of xapic_state_test writes.
+    fn xapic_state_test_icrs(vcpu_id: u64) -> impl Iterator<Item = u64> {
+        const ASSERT: u64 = 0x4000;
+        let selfs = (0..=0xffu64).map(|i| 0x4_0000 | ASSERT | i);
+        let fixed = (0..=0xffu64).map(|i| ASSERT | i);
+        let others = (0..0xffu64)
+            .filter(move |&i| i != vcpu_id)
+            .flat_map(|i| (0..8u64).map(move |j| i << 56 | ASSERT | 0xff | j << 8));
+        let allbut = (0..8u64).map(|i| 0xc_0000 | ASSERT | i << 8);
+        let garbage = [0xa5a5_a5a5_a5a5_a5a5u64, 0x5a5a_5a5a_5a5a_5a5a, !0u64].map(|v| v & !0x700);
+        selfs
+            .chain(fixed)
+            .chain(others)
+            .chain(allbut)
+            .chain(garbage)
+    }
+
+    /// xapic_state_test, xAPIC half: the guest reads the value to write from
+    /// IRR (stuffed with KVM_SET_LAPIC), writes ICR2 then ICR, and KVM_GET_LAPIC
+    /// shows ICR without BUSY and ICR2 bits 31:24 only.
+    #[test]
+    fn xapic_state_test_icr_xapic() {
+        let mut a = enabled(0);
+        let mut n = 0;
+        for val in xapic_state_test_icrs(0) {
+            for val in [val | u64::from(ICR_BUSY), val & !u64::from(ICR_BUSY)] {
+                let mut page = a.get_state(0, &FLAGS).unwrap();
+                set_page_reg(&mut page, reg::IRR, val as u32);
+                set_page_reg(&mut page, reg::IRR + 0x10, (val >> 32) as u32);
+                a.set_state(&page, 0, &FLAGS).unwrap();
+                let got = u64::from(rd(&a, reg::IRR)) | u64::from(rd(&a, reg::IRR + 0x10)) << 32;
+                assert_eq!(got, val);
+                wr(&mut a, reg::ICR2, (val >> 32) as u32);
+                let i = ipi(wr(&mut a, reg::ICR, val as u32));
+                assert_eq!(i.dest.id, (val >> 56) as u32);
+                assert_eq!(u64::from(i.irq.vector), val & 0xff);
+                let page = a.get_state(0, &FLAGS).unwrap();
+                let icr = u64::from(page_reg(&page, reg::ICR))
+                    | u64::from(page_reg(&page, reg::ICR2)) << 32;
+                let want = val & (0xffff_ffff | 0xff << 56) & !u64::from(ICR_BUSY);
+                assert_eq!(icr, want, "ICR {val:#x}");
+                n += 1;
+            }
+        }
+        assert_eq!(n, 2 * (256 + 256 + 254 * 8 + 8 + 3));
+    }
+
+    /// xapic_state_test, x2APIC half: ICR is one 64-bit MSR; reserved bits
+    /// #GP, otherwise it reads back as written and KVM_GET_LAPIC splits it.
+    #[test]
+    fn xapic_state_test_icr_x2apic() {
+        let mut a = enabled(0);
+        to_x2apic(&mut a);
+        let mut faults = 0;
+        for val in xapic_state_test_icrs(0) {
+            let val = val & !u64::from(ICR_BUSY);
+            let mut page = a.get_state(0, &FLAGS).unwrap();
+            set_page_reg(&mut page, reg::IRR, val as u32);
+            set_page_reg(&mut page, reg::IRR + 0x10, (val >> 32) as u32);
+            a.set_state(&page, 0, &FLAGS).unwrap();
+            let got = a.rdmsr(msr(reg::IRR), 0).unwrap()
+                | a.rdmsr(msr(reg::IRR + 0x10), 0).unwrap() << 32;
+            assert_eq!(got, val);
+            if val & X2APIC_ICR_RESERVED != 0 {
+                assert_eq!(a.wrmsr(0x830, val, 0), Err(Gp), "ICR {val:#x}");
+                faults += 1;
+                continue;
+            }
+            let i = ipi(a.wrmsr(0x830, val, 0).unwrap());
+            assert_eq!(u64::from(i.dest.id), val >> 32);
+            assert_eq!(a.rdmsr(0x830, 0), Ok(val));
+            let page = a.get_state(0, &FLAGS).unwrap();
+            let icr =
+                u64::from(page_reg(&page, reg::ICR)) | u64::from(page_reg(&page, reg::ICR2)) << 32;
+            assert_eq!(icr, val);
+        }
+        // The three garbage values have reserved bits.
+        assert_eq!(faults, 3);
+        // BUSY is reserved but cleared rather than faulted, as in C.
+        a.wrmsr(0x830, 0x1030, 0).unwrap();
+        assert_eq!(a.rdmsr(0x830, 0), Ok(0x30));
+    }
+
+    /// xapic_state_test `test_apic_id()`: with 32-bit IDs, user space
+    /// toggling EXTD switches the ID between x2APIC and xAPIC format.
+    #[test]
+    fn xapic_state_test_apic_id() {
+        let flags = VmFlags {
+            x2apic_format: true,
+            ..FLAGS
+        };
+        for id in 0..3 {
+            let mut a = lapic(id);
+            let base = a.apic_base();
+            assert!(base & APICBASE_ENABLE != 0 && base & APICBASE_X2APIC == 0);
+            for (b, want) in [
+                (base, id << 24),
+                (base | APICBASE_X2APIC, id),
+                (base, id << 24),
+            ] {
+                a.set_apic_base(b, true).unwrap();
+                let page = a.get_state(0, &flags).unwrap();
+                assert_eq!(page_reg(&page, reg::ID), want);
+            }
+        }
+    }
+
+    /// xapic_state_test `test_x2apic_id()`: without 32-bit IDs the x2APIC ID
+    /// in KVM_SET_LAPIC is ignored and KVM_GET_LAPIC shows it in bits 31:24.
+    #[test]
+    fn xapic_state_test_x2apic_id() {
+        for id in [0, 5] {
+            let mut a = lapic(id);
+            a.set_apic_base(APICBASE_ENABLE | APICBASE_X2APIC, true)
+                .unwrap();
+            for i in 0..=0xffu32 {
+                let mut page = [0u8; KVM_APIC_REG_SIZE];
+                set_page_reg(&mut page, reg::ID, i << 24);
+                set_page_reg(&mut page, reg::SPIV, SPIV_APIC_ENABLED);
+                a.set_state(&page, 0, &FLAGS).unwrap();
+                let page = a.get_state(0, &FLAGS).unwrap();
+                assert_eq!(page_reg(&page, reg::ID), id << 24);
+                assert_eq!(a.rdmsr(0x802, 0), Ok(u64::from(id)));
+                assert_eq!(page_reg(&page, reg::LDR), x2apic_ldr(id));
+            }
+            // With 32-bit IDs a different ID is refused, after SPIV was taken.
+            let flags = VmFlags {
+                x2apic_format: true,
+                ..FLAGS
+            };
+            let mut page = [0u8; KVM_APIC_REG_SIZE];
+            set_page_reg(&mut page, reg::ID, id + 1);
+            assert_eq!(a.set_state(&page, 0, &flags), Err(errno::EINVAL));
+            assert!(!a.sw_enabled());
+            set_page_reg(&mut page, reg::ID, id);
+            assert!(a.set_state(&page, 0, &flags).is_ok());
+        }
+    }
+
+    #[test]
+    fn x2apic_msr_rules() {
+        let mut a = enabled(0x1_0023);
+        assert_eq!(a.rdmsr(0x802, 0), Err(Gp));
+        assert_eq!(a.wrmsr(0x808, 0, 0), Err(Gp));
+        to_x2apic(&mut a);
+        // 32-bit ID and the LDR derived from it (SDM 11.12.10.2).
+        assert_eq!(a.rdmsr(0x802, 0), Ok(0x1_0023));
+        assert_eq!(a.rdmsr(0x80d, 0), Ok(0x1002_0008));
+        assert_eq!(a.rdmsr(0x803, 0), Ok(0x5_0014));
+        // Read-only: ID, LVR, PPR, LDR, ISR, TMR, IRR, TMCCT; absent: ARBPRI,
+        // RRR, DFR, ICR2, reserved; write-only: EOI, SELF IPI.
+        for r in [
+            reg::ID,
+            reg::LVR,
+            reg::PROCPRI,
+            reg::LDR,
+            reg::ISR,
+            reg::TMR,
+            reg::IRR + 0x70,
+            reg::TMCCT,
+        ] {
+            assert_eq!(a.wrmsr(msr(r), 0, 0), Err(Gp), "write {r:#x}");
+            assert!(a.rdmsr(msr(r), 0).is_ok(), "read {r:#x}");
+        }
+        for r in [
+            reg::ARBPRI,
+            reg::RRR,
+            reg::DFR,
+            reg::ICR2,
+            0x10,
+            0x2a0,
+            reg::LVTCMCI,
+            0x3a0,
+        ] {
+            assert_eq!(a.rdmsr(msr(r), 0), Err(Gp), "read {r:#x}");
+            assert_eq!(a.wrmsr(msr(r), 0, 0), Err(Gp), "write {r:#x}");
+        }
+        for m in [0x80b, 0x83f, 0x840, 0x8ff, 0x7ff, 0x900] {
+            assert_eq!(a.rdmsr(m, 0), Err(Gp), "read {m:#x}");
+        }
+        assert_eq!(a.wrmsr(0x840, 0, 0), Err(Gp));
+        // Bits 63:32 are reserved outside ICR; other reserved bits are masked.
+        assert_eq!(a.wrmsr(0x808, 1 << 32, 0), Err(Gp));
+        assert_eq!(a.wrmsr(0x808, 0x1ff, 0), Ok(None));
+        assert_eq!(a.rdmsr(0x808, 0), Ok(0xff));
+        // ESR must be written with 0.
+        assert_eq!(a.wrmsr(0x828, 0, 0), Ok(None));
+        assert_eq!(a.wrmsr(0x828, 1, 0), Err(Gp));
+        // SELF IPI: vector only (SDM 11.12.11).
+        let want = Ipi {
+            irq: Irq {
+                vector: 0x31,
+                mode: DeliveryMode::Fixed,
+                level: false,
+                level_triggered: false,
+            },
+            dest: Destination {
+                id: 0,
+                logical: false,
+                shorthand: Shorthand::ToSelf,
+            },
+        };
+        assert_eq!(a.wrmsr(0x83f, 0x31, 0), Ok(Some(Action::Ipi(want))));
+        assert_eq!(a.wrmsr(0x83f, 0x131, 0), Err(Gp));
+        // ICR: 64 bits, the destination is the full high half.
+        let i = ipi(a.wrmsr(0x830, 0x1_0023_0000_4031, 0).unwrap());
+        assert_eq!((i.dest.id, i.irq.vector), (0x1_0023, 0x31));
+        assert_eq!(a.rdmsr(0x830, 0), Ok(0x1_0023_0000_4031));
+        // SELF IPI does not exist in xAPIC mode.
+        let mut b = enabled(0);
+        assert_eq!(wr(&mut b, reg::SELF_IPI, 0x31), None);
+    }
+
+    #[test]
+    fn apic_base_state_machine() {
+        use ApicMode::*;
+        let base = |m: ApicMode| {
+            APIC_DEFAULT_PHYS_BASE
+                | match m {
+                    Disabled => 0,
+                    Invalid => APICBASE_X2APIC,
+                    Xapic => APICBASE_ENABLE,
+                    X2apic => APICBASE_ENABLE | APICBASE_X2APIC,
+                }
+        };
+        // SDM 11.12.5 Figure 11-27, and what the C KVM lets user space do.
+        for from in [Disabled, Xapic, X2apic] {
+            for to in [Disabled, Invalid, Xapic, X2apic] {
+                for host in [false, true] {
+                    let mut a = lapic(1);
+                    a.set_apic_base(base(from), true).unwrap();
+                    let ok = match (from, to) {
+                        (_, Invalid) => false,
+                        (X2apic, Xapic) | (Disabled, X2apic) => host,
+                        _ => true,
+                    };
+                    let r = a.set_apic_base(base(to), host);
+                    assert_eq!(r.is_ok(), ok, "{from:?} -> {to:?} host {host}");
+                    assert_eq!(a.mode(), if ok { to } else { from });
+                }
+            }
+        }
+        let mut a = lapic(1);
+        for bit in (0..8).chain([9, 48, 63]) {
+            assert_eq!(
+                a.set_apic_base(0xfee0_0800 | 1 << bit, true),
+                Err(Gp),
+                "bit {bit}"
+            );
+        }
+        // BSP is writable; the base may move below MAXPHYADDR.
+        a.set_apic_base(0xfee0_0900, false).unwrap();
+        a.set_apic_base(0x8000_fed0_0800, false).unwrap();
+        assert_eq!(a.base_address(), 0x8000_fed0_0000);
+        assert!(a.mmio_in_range(0x8000_fed0_0020));
+        // EXTD is reserved without x2APIC in CPUID, for user space too.
+        let mut b = lapic(1);
+        b.set_guest_caps(GuestCaps {
+            x2apic: false,
+            ..CAPS
+        });
+        assert_eq!(b.set_apic_base(0xfee0_0c00, true), Err(Gp));
+
+        // The ID follows: re-enabling resets a guest-written xAPIC ID, and
+        // x2APIC -> disabled keeps the x2APIC one until re-enabled.
+        let mut a = enabled(1);
+        wr(&mut a, reg::ID, 0x0900_0000);
+        a.set_apic_base(0xfee0_0000, false).unwrap();
+        assert_eq!(a.reg(reg::ID), 0x0900_0000);
+        a.set_apic_base(0xfee0_0800, false).unwrap();
+        assert_eq!(a.reg(reg::ID), 0x0100_0000);
+        to_x2apic(&mut a);
+        a.set_apic_base(0xfee0_0000, false).unwrap();
+        assert_eq!(a.reg(reg::ID), 1);
+        a.set_apic_base(0xfee0_0800, false).unwrap();
+        assert_eq!(a.reg(reg::ID), 0x0100_0000);
+    }
+
+    #[test]
+    fn destination_matching() {
+        let flags = FLAGS;
+        let d = |id, logical, shorthand| Destination {
+            id,
+            logical,
+            shorthand,
+        };
+        let phys = |id| d(id, false, Shorthand::None);
+        let logi = |id| d(id, true, Shorthand::None);
+        let m = |a: &Lapic, dest: Destination| a.matches_dest(&dest, Source::OtherApic, &flags);
+
+        // Physical xAPIC, broadcast, and KVM's hotplug hack for IDs > 0xff.
+        let a = lapic(3);
+        assert!(m(&a, phys(3)) && !m(&a, phys(4)) && m(&a, phys(0xff)));
+        assert!(!m(&a, phys(0x103)));
+        let hot = lapic(0x103);
+        assert!(m(&hot, phys(0x103)) && m(&hot, phys(3)) && !m(&hot, phys(0x104)));
+
+        // Physical x2APIC; 0xff from a device is a broadcast unless the quirk
+        // is disabled.
+        let mut x = enabled(0x123);
+        to_x2apic(&mut x);
+        assert!(m(&x, phys(0x123)) && m(&x, phys(0xffff_ffff)) && !m(&x, phys(0x23)));
+        assert!(!m(&x, phys(0xff)));
+        assert!(x.matches_dest(&phys(0xff), Source::Device, &flags));
+        let no_quirk = VmFlags {
+            broadcast_quirk_disabled: true,
+            ..flags
+        };
+        assert!(!x.matches_dest(&phys(0xff), Source::Device, &no_quirk));
+
+        // Logical flat: any common bit of the 8-bit logical ID.
+        let mut a = enabled(1);
+        wr(&mut a, reg::LDR, 0x2400_0000);
+        assert!(m(&a, logi(0x04)) && m(&a, logi(0x20)) && !m(&a, logi(0x01)) && m(&a, logi(0xff)));
+        // Logical cluster: cluster in bits 7:4, members in 3:0.
+        wr(&mut a, reg::DFR, 0x0fff_ffff);
+        wr(&mut a, reg::LDR, 0x3200_0000);
+        assert!(m(&a, logi(0x32)) && m(&a, logi(0x3f)) && !m(&a, logi(0x22)) && !m(&a, logi(0x31)));
+        // A DFR model that is neither matches nothing but broadcast.
+        a.set(reg::DFR, 0x5fff_ffff);
+        assert!(!m(&a, logi(0x32)) && m(&a, logi(0xff)));
+
+        // x2APIC logical: cluster in 31:16, one bit of 16 below.
+        let mut x = enabled(0x23);
+        to_x2apic(&mut x);
+        assert!(
+            m(&x, logi(0x2_0008))
+                && m(&x, logi(0x2_000f))
+                && !m(&x, logi(0x3_0008))
+                && !m(&x, logi(0x2_0004))
+        );
+
+        // Shorthands.
+        for (sh, this, other, dev) in [
+            (Shorthand::ToSelf, true, false, false),
+            (Shorthand::AllIncludingSelf, true, true, true),
+            (Shorthand::AllExcludingSelf, false, true, true),
+        ] {
+            let dest = d(0x55, false, sh);
+            assert_eq!(x.matches_dest(&dest, Source::ThisApic, &flags), this);
+            assert_eq!(x.matches_dest(&dest, Source::OtherApic, &flags), other);
+            assert_eq!(x.matches_dest(&dest, Source::Device, &flags), dev);
+        }
+    }
+
+    #[test]
+    fn local_delivery_lint_and_pmi() {
+        let mut a = enabled(1);
+        assert!(!a.accepts_pic_intr());
+        wr(&mut a, reg::LVT0, 0x700);
+        assert!(a.accepts_pic_intr());
+        assert_eq!(a.local_deliver(Lvt::Lint0), Delivered::Dropped);
+        wr(&mut a, reg::LVT0, 0x400);
+        assert!(a.lvt0_in_nmi_mode() && !a.accepts_pic_intr());
+        assert_eq!(a.local_deliver(Lvt::Lint0), Delivered::Nmi);
+        wr(&mut a, reg::LVT0, 0x1_0400);
+        assert!(!a.lvt0_in_nmi_mode());
+        assert_eq!(a.local_deliver(Lvt::Lint0), Delivered::Dropped);
+        // Level-triggered LINT1 sets TMR.
+        wr(&mut a, reg::LVT1, 0x8061);
+        assert_eq!(a.local_deliver(Lvt::Lint1), Delivered::Irr);
+        assert_eq!(rd(&a, reg::TMR + 0x30), 1 << 1);
+        // A delivered PMI masks LVTPC on Intel-compatible guests.
+        wr(&mut a, reg::LVTPC, 0xfe);
+        assert_eq!(a.local_deliver(Lvt::PerfCounter), Delivered::Irr);
+        assert_eq!(rd(&a, reg::LVTPC), 0x1_00fe);
+        assert_eq!(a.local_deliver(Lvt::PerfCounter), Delivered::Dropped);
+        // Hardware-disabled: PIC interrupts go straight to the CPU.
+        a.set_apic_base(0, false).unwrap();
+        assert!(a.accepts_pic_intr());
+        assert_eq!(a.local_deliver(Lvt::Lint1), Delivered::Dropped);
+    }
+
+    #[test]
+    fn one_shot_timer() {
+        let mut a = enabled(0);
+        wr(&mut a, reg::LVTT, 0x30);
+        wr(&mut a, reg::TDCR, 0xb);
+        assert_eq!(a.divide_count(), 1);
+        let t0 = 5000;
+        assert_eq!(
+            wr_at(&mut a, reg::TMICT, 1000, t0),
+            Some(Action::Timer(HostTimer::At { expires_ns: 6000 }))
+        );
+        // remaining % period, as C computes it: 0 at the very start.
+        assert_eq!(a.tmcct(t0), 0);
+        assert_eq!(a.tmcct(t0 + 1), 999);
+        assert_eq!(rd_at(&a, reg::TMCCT, t0 + 500), 500);
+        assert_eq!(a.tmcct(t0 + 2000), 0);
+        let e = a.timer_fired(6000);
+        assert_eq!(
+            e,
+            TimerExpiry {
+                delivered: Delivered::Irr,
+                next: HostTimer::Off
+            }
+        );
+        assert_eq!(a.highest_pending(), Some(0x30));
+        assert_eq!(a.tmcct(5500), 0);
+        // A stale expiry is ignored.
+        assert_eq!(a.timer_fired(7000).delivered, Delivered::Dropped);
+        // TMICT 0 stops the timer.
+        wr_at(&mut a, reg::TMICT, 1000, 10_000);
+        assert_eq!(
+            wr_at(&mut a, reg::TMICT, 0, 10_100),
+            Some(Action::Timer(HostTimer::Off))
+        );
+        assert_eq!(a.tmcct(10_200), 0);
+    }
+
+    #[test]
+    fn periodic_timer() {
+        let mut a = enabled(0);
+        wr(&mut a, reg::LVTT, 0x2_0040);
+        // Divide by 2, 1 ns bus cycle: 500000 counts are 1 ms.
+        assert_eq!(
+            wr_at(&mut a, reg::TMICT, 500_000, 0),
+            Some(Action::Timer(HostTimer::At {
+                expires_ns: 1_000_000
+            }))
+        );
+        let e = a.timer_fired(1_000_000);
+        assert_eq!(
+            e.next,
+            HostTimer::At {
+                expires_ns: 2_000_000
+            }
+        );
+        assert_eq!(a.tmcct(1_500_000), 250_000);
+        // Late by several periods: no catching up.
+        assert_eq!(
+            a.timer_fired(5_300_000).next,
+            HostTimer::At {
+                expires_ns: 5_300_000
+            }
+        );
+        // Masked: no interrupt, still periodic.
+        wr(&mut a, reg::LVTT, 0x3_0040);
+        let e = a.timer_fired(5_300_000);
+        assert_eq!(
+            (e.delivered, e.next),
+            (
+                Delivered::Dropped,
+                HostTimer::At {
+                    expires_ns: 6_300_000
+                }
+            )
+        );
+        // Periods below min_timer_period are raised to it.
+        wr(&mut a, reg::LVTT, 0x2_0040);
+        assert_eq!(
+            wr_at(&mut a, reg::TMICT, 10, 0),
+            Some(Action::Timer(HostTimer::At {
+                expires_ns: 200_000
+            }))
+        );
+        assert_eq!(a.timer_period_ns(), 200_000);
+        // A one-shot switched to periodic is limited too.
+        wr(&mut a, reg::LVTT, 0x40);
+        wr_at(&mut a, reg::TMICT, 10, 0);
+        assert_eq!(a.timer_period_ns(), 20);
+        wr(&mut a, reg::LVTT, 0x2_0040);
+        assert_eq!(a.timer_period_ns(), 200_000);
+    }
+
+    #[test]
+    fn divide_configuration() {
+        let mut a = enabled(0);
+        // apic_bus_clock_test's table; bit 2 is reserved.
+        for (tdcr, div) in [
+            (0x0, 2),
+            (0x1, 4),
+            (0x2, 8),
+            (0x3, 16),
+            (0x8, 32),
+            (0x9, 64),
+            (0xa, 128),
+            (0xb, 1),
+            (0x4, 2),
+            (0xf, 1),
+        ] {
+            wr(&mut a, reg::TDCR, tdcr);
+            assert_eq!(a.divide_count(), div, "TDCR {tdcr:#x}");
+        }
+        // A running timer keeps its count when the divisor changes.
+        wr(&mut a, reg::LVTT, 0x30);
+        wr_at(&mut a, reg::TMICT, 1000, 0);
+        assert_eq!(a.tmcct(400), 600);
+        assert_eq!(
+            wr_at(&mut a, reg::TDCR, 0, 400),
+            Some(Action::Timer(HostTimer::At { expires_ns: 1600 }))
+        );
+        assert_eq!(a.tmcct(400), 600);
+        assert_eq!(wr_at(&mut a, reg::TDCR, 0, 500), None);
+        // And the other way: divide by 2 -> 1 halves the time left.
+        wr_at(&mut a, reg::TMICT, 1000, 0);
+        assert_eq!(a.tmcct(400), 800);
+        assert_eq!(
+            wr_at(&mut a, reg::TDCR, 0xb, 400),
+            Some(Action::Timer(HostTimer::At { expires_ns: 1200 }))
+        );
+        assert_eq!(a.tmcct(400), 800);
+    }
+
+    /// apic_bus_clock_test: TMICT ~0, wait, TMCCT counts at the configured
+    /// bus frequency times the divisor, in xAPIC and x2APIC mode.
+    #[test]
+    fn apic_bus_clock_test() {
+        let apic_hz: u64 = 25_000_000;
+        let cfg = LapicConfig {
+            bus_cycle_ns: 1_000_000_000 / apic_hz,
+            ..LapicConfig::DEFAULT
+        };
+        assert!(LapicConfig::bus_cycle_ns_valid(cfg.bus_cycle_ns));
+        for x2apic in [false, true] {
+            let mut a = Lapic::new(0, cfg);
+            a.reset(true, &FLAGS);
+            a.set_guest_caps(CAPS);
+            if x2apic {
+                to_x2apic(&mut a);
+            } else {
+                wr(&mut a, reg::SPIV, 0x1ff);
+            }
+            let write = |a: &mut Lapic, r: u32, v: u32, now: u64| {
+                if x2apic {
+                    a.wrmsr(msr(r), u64::from(v), now).unwrap();
+                } else {
+                    wr_at(a, r, v, now);
+                }
+            };
+            write(&mut a, reg::LVTT, 0x1_0000, 0);
+            for (tdcr, div) in [
+                (0x0, 2u64),
+                (0x1, 4),
+                (0x2, 8),
+                (0x3, 16),
+                (0x8, 32),
+                (0x9, 64),
+                (0xa, 128),
+                (0xb, 1),
+            ] {
+                let t0 = 1_000_000_000;
+                let t1 = t0 + 100_000_000;
+                write(&mut a, reg::TDCR, tdcr, t0);
+                write(&mut a, reg::TMICT, !0, t0);
+                let tmcct = if x2apic {
+                    a.rdmsr(msr(reg::TMCCT), t1).unwrap() as u32
+                } else {
+                    rd_at(&a, reg::TMCCT, t1)
+                };
+                write(&mut a, reg::TMICT, 0, t1);
+                let freq = u64::from(!0u32 - tmcct) * div * 1_000_000_000 / (t1 - t0);
+                assert!(
+                    freq.abs_diff(apic_hz) <= apic_hz / 100,
+                    "{freq} Hz, div {div}"
+                );
+            }
+        }
+        assert!(!LapicConfig::bus_cycle_ns_valid(0));
+        let max = u64::MAX / (u64::from(u32::MAX) * 128);
+        assert!(LapicConfig::bus_cycle_ns_valid(max) && !LapicConfig::bus_cycle_ns_valid(max + 1));
+    }
+
+    #[test]
+    fn tsc_deadline_timer() {
+        let mut a = enabled(0);
+        assert_eq!(a.set_tsc_deadline(1000), None);
+        assert_eq!(a.tsc_deadline(), 0);
+        wr(&mut a, reg::LVTT, 0x30);
+        wr_at(&mut a, reg::TMICT, 100, 0);
+        // Entering deadline mode stops the timer and clears TMICT.
+        assert_eq!(
+            wr(&mut a, reg::LVTT, 0x4_0030),
+            Some(Action::Timer(HostTimer::Off))
+        );
+        assert_eq!(rd(&a, reg::TMICT), 0);
+        // TMICT is ignored and TMCCT reads 0 (SDM 11.5.4.1).
+        assert_eq!(wr(&mut a, reg::TMICT, 100), None);
+        assert_eq!(rd(&a, reg::TMICT), 0);
+        assert_eq!(
+            a.set_tsc_deadline(1000),
+            Some(HostTimer::TscDeadline { tsc: 1000 })
+        );
+        assert_eq!(a.tsc_deadline(), 1000);
+        assert_eq!(rd_at(&a, reg::TMCCT, 5), 0);
+        let e = a.timer_fired(0);
+        assert_eq!(
+            e,
+            TimerExpiry {
+                delivered: Delivered::Irr,
+                next: HostTimer::Off
+            }
+        );
+        assert_eq!(a.tsc_deadline(), 0);
+        a.set_tsc_deadline(2000);
+        assert_eq!(a.set_tsc_deadline(0), Some(HostTimer::Off));
+        // Leaving deadline mode clears the deadline.
+        a.set_tsc_deadline(3000);
+        assert_eq!(
+            wr(&mut a, reg::LVTT, 0x30),
+            Some(Action::Timer(HostTimer::Off))
+        );
+        wr(&mut a, reg::LVTT, 0x4_0030);
+        assert_eq!(a.tsc_deadline(), 0);
+    }
+
+    #[test]
+    fn get_set_lapic_round_trip_and_fixups() {
+        let mut a = enabled(2);
+        wr(&mut a, reg::TASKPRI, 0x20);
+        wr(&mut a, reg::DFR, 0x0fff_ffff);
+        wr(&mut a, reg::LDR, 0x1200_0000);
+        wr(&mut a, reg::LVT1, 0x400);
+        wr(&mut a, reg::LVTT, 0x2_0031);
+        a.accept_fixed(0x61, true);
+        a.ack(0x61);
+        a.accept_fixed(0x71, false);
+        // Divide by 2: 1000000 counts are 2 ms.
+        wr_at(&mut a, reg::TMICT, 1_000_000, 0);
+        let page = a.get_state(500_000, &FLAGS).unwrap();
+        assert_eq!(page_reg(&page, reg::TMCCT), 750_000);
+        assert_eq!(page_reg(&page, reg::PROCPRI), 0x60);
+
+        let mut b = lapic(2);
+        let t = b.set_state(&page, 10_000_000, &FLAGS).unwrap();
+        assert_eq!(
+            t,
+            HostTimer::At {
+                expires_ns: 11_500_000
+            }
+        );
+        assert_eq!(b.get_state(10_000_000, &FLAGS).unwrap(), page);
+        assert_eq!(b.reg(reg::TMCCT), 0);
+        assert_eq!(b.highest_pending(), Some(0x71));
+        assert_eq!(
+            b.eoi(),
+            Some(Action::Eoi {
+                vector: 0x61,
+                level_triggered: true
+            })
+        );
+
+        // No masking on restore, but LVR and PPR are recomputed.
+        let mut p = page;
+        set_page_reg(&mut p, reg::LVR, 0xdead_beef);
+        set_page_reg(&mut p, reg::PROCPRI, 0xee);
+        set_page_reg(&mut p, reg::SPIV, 0xffff_ffff);
+        set_page_reg(&mut p, reg::ARBPRI, 0x77);
+        set_page_reg(&mut p, reg::LVT0, 0x400);
+        b.set_state(&p, 0, &FLAGS).unwrap();
+        assert_eq!(rd(&b, reg::LVR), 0x5_0014);
+        assert_eq!(rd(&b, reg::PROCPRI), 0x60);
+        assert_eq!(rd(&b, reg::SPIV), 0xffff_ffff);
+        assert_eq!(rd(&b, reg::ARBPRI), 0);
+        assert_eq!(b.reg(reg::ARBPRI), 0x77);
+        assert!(b.lvt0_in_nmi_mode());
+
+        // TMCCT above TMICT restarts a full period; a one-shot at 0 fires at once.
+        set_page_reg(&mut p, reg::TMCCT, 2_000_000);
+        assert_eq!(
+            b.set_state(&p, 0, &FLAGS),
+            Ok(HostTimer::At {
+                expires_ns: 2_000_000
+            })
+        );
+        set_page_reg(&mut p, reg::LVTT, 0x31);
+        set_page_reg(&mut p, reg::TMCCT, 0);
+        assert_eq!(
+            b.set_state(&p, 100, &FLAGS),
+            Ok(HostTimer::At { expires_ns: 100 })
+        );
+        set_page_reg(&mut p, reg::TMICT, 0);
+        assert_eq!(b.set_state(&p, 100, &FLAGS), Ok(HostTimer::Off));
+    }
+
+    /// The APIC parts of state_test's save/restore (vcpu_save_state() then
+    /// vcpu_load_state() into a new vCPU): apic_base and CR8 through
+    /// KVM_GET/SET_SREGS, IA32_APIC_BASE and IA32_TSC_DEADLINE through
+    /// KVM_GET/SET_MSRS, all host-initiated.
+    #[test]
+    fn state_test_save_restore() {
+        for x2apic in [false, true] {
+            let mut a = enabled(0);
+            if x2apic {
+                to_x2apic(&mut a);
+            }
+            a.set_cr8(5);
+            let (base, cr8, deadline) = (a.apic_base(), a.cr8(), a.tsc_deadline());
+            let page = a.get_state(0, &FLAGS).unwrap();
+
+            let mut b = lapic(0);
+            b.set_apic_base(base, true).unwrap();
+            b.set_cr8(cr8);
+            assert_eq!(b.set_tsc_deadline(deadline), None);
+            b.set_state(&page, 0, &FLAGS).unwrap();
+            assert_eq!(
+                (b.apic_base(), b.cr8(), b.tpr(), b.tsc_deadline()),
+                (base, 5, 0x50, 0)
+            );
+            assert_eq!(b.get_state(0, &FLAGS).unwrap(), page);
+        }
+    }
 }
