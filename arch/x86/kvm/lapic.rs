@@ -608,7 +608,7 @@ impl Lapic {
     }
 
     /// Bit `v` of the 256-bit map at `base` (ISR/TMR/IRR: a word every 16
-    /// bytes; SDM 11.8.4, Figure 11-20).
+    /// bytes; SDM 11.8.4).
     fn test_vec(&self, base: u32, v: u8) -> bool {
         self.get(base + u32::from(v >> 5) * 0x10) & (1 << (v & 31)) != 0
     }
@@ -756,7 +756,7 @@ impl Lapic {
     /// A write of IA32_APIC_BASE (`kvm_apic_set_base()`). #GP for reserved
     /// bits (above MAXPHYADDR, 7:0, 9, and EXTD without x2APIC in CPUID) and
     /// for EXTD without EN. The guest may not go x2APIC -> xAPIC nor
-    /// disabled -> x2APIC (SDM 11.12.5, Figure 11-27); user space may.
+    /// disabled -> x2APIC (SDM 11.12.5.1); user space may.
     pub(crate) fn set_apic_base(&mut self, value: u64, host_initiated: bool) -> Result<(), Gp> {
         let reserved = self.caps.reserved_gpa_bits()
             | APICBASE_RESERVED_LOW
@@ -1314,7 +1314,7 @@ impl Lapic {
 
     /// Delivers the interrupt of an LVT entry (`kvm_apic_local_deliver()`):
     /// nothing if hardware-disabled or masked. A delivered PMI masks LVTPC on
-    /// Intel-compatible guests (SDM 19.6.3, "LVT PC mask on PMI").
+    /// Intel-compatible guests, as Intel CPUs set its mask bit on a PMI.
     pub(crate) fn local_deliver(&mut self, lvt: Lvt) -> Delivered {
         let r = lvt.offset();
         let v = self.get(r);
@@ -2447,7 +2447,7 @@ mod tests {
                     X2apic => APICBASE_ENABLE | APICBASE_X2APIC,
                 }
         };
-        // SDM 11.12.5 Figure 11-27, and what the C KVM lets user space do.
+        // SDM 11.12.5.1, and what the C KVM lets user space do.
         for from in [Disabled, Xapic, X2apic] {
             for to in [Disabled, Invalid, Xapic, X2apic] {
                 for host in [false, true] {
