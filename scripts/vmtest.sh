@@ -3,7 +3,7 @@
 # against kvm-rs (KVM=rs) or the C KVM of the same tree (KVM=c).
 #
 #   scripts/vmtest.sh KVM=rs|c [TESTS="name ..."] [CPU=max] [SMP=2] [MEM=3G]
-#                     [EXPECT=file] [RESULTS=file] [SHOW_OUTPUT=1]
+#                     [EXPECT=file] [RESULTS=file] [SHOW_OUTPUT=1] [CONSOLE=file]
 #
 # TESTS are names as in the upstream tree (x86_64/cpuid_test) or kvm-rs/NAME for
 # the project's own selftests; TESTS=all runs the 85 upstream ones. Timeouts and
@@ -13,10 +13,10 @@
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 
-KVM=rs; TESTS=""; CPU=max; SMP=2; MEM=3G; EXPECT=""; RESULTS=""; SHOW_OUTPUT=""
+KVM=rs; TESTS=""; CPU=max; SMP=2; MEM=3G; EXPECT=""; RESULTS=""; SHOW_OUTPUT=""; CONSOLE=""
 for a in "$@"; do
   case "$a" in
-    KVM=*|TESTS=*|CPU=*|SMP=*|MEM=*|EXPECT=*|RESULTS=*|SHOW_OUTPUT=*) eval "${a%%=*}=\${a#*=}" ;;
+    KVM=*|TESTS=*|CPU=*|SMP=*|MEM=*|EXPECT=*|RESULTS=*|SHOW_OUTPUT=*|CONSOLE=*) eval "${a%%=*}=\${a#*=}" ;;
     *) echo "vmtest: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -116,6 +116,7 @@ if [ $done_seen = 0 ] || [ $fail -gt 0 ]; then
   tail -60 "$RUN/console" | sed 's/^/# /'
   [ -s "$RUN/qemu.err" ] && sed 's/^/# qemu: /' "$RUN/qemu.err"
 fi
+[ -n "$CONSOLE" ] && cp "$RUN/console" "$CONSOLE"
 [ $xfail -gt 0 ] && echo "# $xfail expected failure(s) (TODO): see ${EXPECT#$KVMRS_ROOT/}"
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ] && [ $done_seen = 1 ]

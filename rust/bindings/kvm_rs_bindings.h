@@ -13,3 +13,10 @@
 #include <asm/msr.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
+#include <linux/cpuhotplug.h>
+#include <linux/smp.h>
+#include <asm/fpu/api.h>
+#include <asm/fpu/types.h>
+#include <asm/reboot.h>
+#include <asm/tsc.h>
+#include <asm/processor.h>

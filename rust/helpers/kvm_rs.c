@@ -10,6 +10,14 @@
 #include <asm/processor.h>
 #include <asm/fpu/xcr.h>
 #include <linux/sched/mm.h>
+#include <linux/mm.h>
+#include <linux/smp.h>
+#include <linux/irqflags.h>
+#include <asm/io.h>
+#include <asm/nospec-branch.h>
+#include <asm/special_insns.h>
+#include <linux/uaccess.h>
+#include <linux/sched.h>
 
 bool rust_helper_boot_cpu_has(u16 bit)
 {
@@ -49,4 +57,91 @@ void rust_helper_cpuid_count(u32 op, u32 count, u32 *eax, u32 *ebx, u32 *ecx, u3
 u64 rust_helper_host_xcr0(void)
 {
 	return boot_cpu_has(X86_FEATURE_OSXSAVE) ? xgetbv(XCR_XFEATURE_ENABLED_MASK) : 0;
+}
+
+/* hwmem.rs, user_mem.rs */
+void *rust_helper_page_address(const struct page *page)
+{
+	return page_address(page);
+}
+
+phys_addr_t rust_helper_virt_to_phys(volatile void *addr)
+{
+	return virt_to_phys(addr);
+}
+
+unsigned long rust_helper_page_to_pfn(const struct page *page)
+{
+	return page_to_pfn(page);
+}
+
+/* smp.rs */
+unsigned long rust_helper_local_irq_save(void)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	return flags;
+}
+
+void rust_helper_local_irq_restore(unsigned long flags)
+{
+	local_irq_restore(flags);
+}
+
+unsigned int rust_helper_raw_smp_processor_id(void)
+{
+	return raw_smp_processor_id();
+}
+
+bool rust_helper_cpu_online(unsigned int cpu)
+{
+	return cpu_online(cpu);
+}
+
+void rust_helper_on_each_cpu(smp_call_func_t func, void *info, int wait)
+{
+	on_each_cpu(func, info, wait);
+}
+
+/* x86.rs */
+int rust_helper_wrmsrl_safe(u32 msr, u64 val)
+{
+	return wrmsrl_safe(msr, val);
+}
+
+unsigned long rust_helper_read_cr0(void)
+{
+	return read_cr0();
+}
+
+unsigned long rust_helper___read_cr4(void)
+{
+	return __read_cr4();
+}
+
+void rust_helper_xsetbv(u32 index, u64 value)
+{
+	xsetbv(index, value);
+}
+
+void rust_helper_kvm_rs_ibpb(void)
+{
+	indirect_branch_prediction_barrier();
+}
+
+void rust_helper_amd_clear_divider(void)
+{
+	amd_clear_divider();
+}
+
+/* user_mem.rs */
+bool rust_helper_kvm_rs_access_ok(unsigned long addr, unsigned long size)
+{
+	return access_ok((void __user *)addr, size);
+}
+
+int rust_helper_cond_resched(void)
+{
+	return cond_resched();
 }

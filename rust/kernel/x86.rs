@@ -21,6 +21,22 @@ pub enum Feature {
     Npt = bindings::X86_FEATURE_NPT as u16,
     /// SVM next-RIP save.
     Nrips = bindings::X86_FEATURE_NRIPS as u16,
+    /// SVM flush by ASID (TLB_CONTROL 3 and 7).
+    FlushByAsid = bindings::X86_FEATURE_FLUSHBYASID as u16,
+    /// SVM decode assists.
+    DecodeAssists = bindings::X86_FEATURE_DECODEASSISTS as u16,
+    /// XSAVE and XCR0.
+    Xsave = bindings::X86_FEATURE_XSAVE as u16,
+    /// CR4.OSXSAVE set by the kernel.
+    Osxsave = bindings::X86_FEATURE_OSXSAVE as u16,
+    /// Protection keys enabled by the kernel (CR4.PKE).
+    Ospke = bindings::X86_FEATURE_OSPKE as u16,
+    /// Constant-rate TSC.
+    ConstantTsc = bindings::X86_FEATURE_CONSTANT_TSC as u16,
+    /// RDTSCP and TSC_AUX.
+    Rdtscp = bindings::X86_FEATURE_RDTSCP as u16,
+    /// Invariant TSC.
+    NonstopTsc = bindings::X86_FEATURE_NONSTOP_TSC as u16,
 }
 
 /// Whether the boot CPU (and so, on x86, every CPU) has `f`.
@@ -55,4 +71,84 @@ pub fn cpuid_count(leaf: u32, subleaf: u32) -> [u32; 4] {
 pub fn host_xcr0() -> u64 {
     // SAFETY: Reads XCR0 only when CR4.OSXSAVE is set (checked by the helper).
     unsafe { bindings::host_xcr0() }
+}
+
+/// Writes MSR `msr`; an MSR the CPU faults on gives `EIO` instead of an oops.
+///
+/// # Safety
+///
+/// Writing an MSR can change how the CPU accesses memory (e.g. EFER, PAT, the
+/// SVM host save area address): the caller guarantees the value is one the
+/// kernel can live with.
+pub unsafe fn wrmsr_safe(msr: u32, val: u64) -> Result {
+    // SAFETY: Per the caller; a faulting WRMSR is fixed up.
+    let r = unsafe { bindings::wrmsrl_safe(msr, val) };
+    if r != 0 {
+        return Err(EIO);
+    }
+    Ok(())
+}
+
+/// The current CR0.
+pub fn read_cr0() -> u64 {
+    // SAFETY: Reading CR0 has no side effects.
+    unsafe { bindings::read_cr0() as u64 }
+}
+
+/// The current CR4 (the kernel's shadow of it, which is always in sync).
+pub fn read_cr4() -> u64 {
+    // SAFETY: Reads this CPU's CR4 shadow; any CPU's value has the same
+    // feature bits that matter to callers (VMXE/SVM-relevant bits are per CPU
+    // and callers hold interrupts off when they need this CPU's).
+    unsafe { bindings::__read_cr4() as u64 }
+}
+
+/// The TSC frequency in kHz the kernel calibrated (`tsc_khz`), 0 if unknown.
+pub fn tsc_khz() -> u32 {
+    // SAFETY: `tsc_khz` is an exported variable written during boot calibration.
+    unsafe { bindings::tsc_khz }
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects; the kernel does not disable it for itself.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The boot CPU's physical address width (MAXPHYADDR).
+pub fn phys_bits() -> u8 {
+    // SAFETY: `boot_cpu_data` is set up before any module loads.
+    unsafe { bindings::boot_cpu_data.x86_phys_bits }
+}
+
+/// Sets extended control register `index` (XCR0 is 0).
+///
+/// # Safety
+///
+/// The value must be one the CPU accepts (or it faults) and that the kernel's
+/// FPU code can live with until the caller restores the host value.
+pub unsafe fn xsetbv(index: u32, value: u64) {
+    // SAFETY: Per the caller.
+    unsafe { bindings::xsetbv(index, value) };
+}
+
+/// Issues an indirect branch prediction barrier if the kernel uses them
+/// (`indirect_branch_prediction_barrier()`), e.g. when another guest's
+/// vCPU is about to run on this CPU.
+pub fn indirect_branch_prediction_barrier() {
+    // SAFETY: A barrier; no memory effects.
+    unsafe { bindings::kvm_rs_ibpb() };
+}
+
+/// Clears the divider unit if the CPU leaks its quotient across privilege
+/// levels (AMD erratum, `amd_clear_divider()`), before entering a guest.
+pub fn amd_clear_divider() {
+    // SAFETY: Executes a harmless division if the CPU has the bug.
+    unsafe { bindings::amd_clear_divider() };
+}
+
+/// The microcode revision of the boot CPU.
+pub fn microcode_rev() -> u32 {
+    // SAFETY: `boot_cpu_data` is set up before any module loads.
+    unsafe { bindings::boot_cpu_data.microcode }
 }

@@ -2,15 +2,17 @@
 
 //! The KVM files: `/dev/kvm`, the VM file and the vCPU file (`virt/kvm/kvm_main.c`).
 //!
-//! The core owns the file types and the generic ioctls; whatever is
-//! architecture-specific goes through the [`Arch`] trait, implemented by
-//! `arch/x86/kvm` (the core never names it).
+//! The core owns the file types, the generic ioctls and the memory slots;
+//! whatever is architecture-specific goes through the [`Arch`], [`ArchVm`]
+//! and [`ArchVcpu`] traits, implemented by `arch/x86/kvm` (the core never
+//! names it).
 
 use crate::dev_ioctl::{self, DevIoctl};
+use crate::memslots::{self, Change, MemSlot, Region, SlotStore};
 use crate::uapi::{self, errno, Errno, KvmEnableCap};
 use crate::vcpu_limits::{VcpuLimits, KVM_MAX_VCPUS, KVM_MAX_VCPU_IDS};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    alloc::flags::__GFP_ZERO,
     c_str,
     cpu::num_online_cpus,
     file_ops::{create_anon_fd, flags, FileOps},
@@ -18,11 +20,12 @@ use kernel::{
     miscdevice::{MiscDevice, Registration},
     mm::{MmGrab, VmArea},
     new_mutex,
-    page::{Page, PAGE_SIZE},
+    page::PAGE_SIZE,
     prelude::*,
     str::CString,
     sync::{Arc, ArcBorrow, Mutex},
     uaccess::UserSlice,
+    user_mem::{access_ok, SharedPage},
 };
 
 /// The fixed minor of `/dev/kvm` (`KVM_MINOR` in `include/linux/miscdevice.h`).
@@ -30,19 +33,35 @@ const KVM_MINOR: u32 = 232;
 
 // The core's copies of the uapi numbers agree with the kernel's own headers.
 const _: () = {
-    assert!(uapi::KVM_API_VERSION as u32 == kernel::uapi::KVM_API_VERSION);
-    assert!(uapi::KVM_CAP_CHECK_EXTENSION_VM as u32 == kernel::uapi::KVM_CAP_CHECK_EXTENSION_VM);
-    assert!(uapi::KVM_PIO_PAGE_OFFSET as u32 == kernel::uapi::KVM_PIO_PAGE_OFFSET);
-    assert!(
-        uapi::KVM_COALESCED_MMIO_PAGE_OFFSET as u32 == kernel::uapi::KVM_COALESCED_MMIO_PAGE_OFFSET
-    );
-    assert!(uapi::KVM_X86_DEFAULT_VM as u32 == kernel::uapi::KVM_X86_DEFAULT_VM);
-    assert!(uapi::KVMIO == kernel::uapi::KVMIO);
-    assert!(uapi::KVM_CAP_NR_VCPUS as u32 == kernel::uapi::KVM_CAP_NR_VCPUS);
-    assert!(uapi::KVM_CAP_MAX_VCPUS as u32 == kernel::uapi::KVM_CAP_MAX_VCPUS);
-    assert!(uapi::KVM_CAP_MAX_VCPU_ID as u32 == kernel::uapi::KVM_CAP_MAX_VCPU_ID);
-    assert!(uapi::KVM_CAP_ENABLE_CAP_VM as u32 == kernel::uapi::KVM_CAP_ENABLE_CAP_VM);
-    assert!(KvmEnableCap::SIZE == core::mem::size_of::<kernel::uapi::kvm_enable_cap>());
+    use core::mem::{offset_of, size_of};
+    use kernel::uapi as u;
+    assert!(uapi::KVM_API_VERSION as u32 == u::KVM_API_VERSION);
+    assert!(uapi::KVM_CAP_CHECK_EXTENSION_VM as u32 == u::KVM_CAP_CHECK_EXTENSION_VM);
+    assert!(uapi::KVM_PIO_PAGE_OFFSET as u32 == u::KVM_PIO_PAGE_OFFSET);
+    assert!(uapi::KVM_COALESCED_MMIO_PAGE_OFFSET as u32 == u::KVM_COALESCED_MMIO_PAGE_OFFSET);
+    assert!(uapi::KVM_X86_DEFAULT_VM as u32 == u::KVM_X86_DEFAULT_VM);
+    assert!(uapi::KVMIO == u::KVMIO);
+    assert!(uapi::KVM_CAP_NR_VCPUS as u32 == u::KVM_CAP_NR_VCPUS);
+    assert!(uapi::KVM_CAP_MAX_VCPUS as u32 == u::KVM_CAP_MAX_VCPUS);
+    assert!(uapi::KVM_CAP_MAX_VCPU_ID as u32 == u::KVM_CAP_MAX_VCPU_ID);
+    assert!(uapi::KVM_CAP_ENABLE_CAP_VM as u32 == u::KVM_CAP_ENABLE_CAP_VM);
+    assert!(uapi::KVM_CAP_IMMEDIATE_EXIT as u32 == u::KVM_CAP_IMMEDIATE_EXIT);
+    assert!(KvmEnableCap::SIZE == size_of::<u::kvm_enable_cap>());
+    assert!(memslots::REGION_V1_SIZE == size_of::<u::kvm_userspace_memory_region>());
+    assert!(memslots::REGION_V2_SIZE == size_of::<u::kvm_userspace_memory_region2>());
+    assert!(uapi::run::EXIT_REASON == offset_of!(u::kvm_run, exit_reason));
+    assert!(uapi::run::IMMEDIATE_EXIT == offset_of!(u::kvm_run, immediate_exit__unsafe));
+    assert!(uapi::run::IF_FLAG == offset_of!(u::kvm_run, if_flag));
+    assert!(uapi::run::CR8 == offset_of!(u::kvm_run, cr8));
+    assert!(uapi::run::APIC_BASE == offset_of!(u::kvm_run, apic_base));
+    assert!(uapi::run::EXIT == offset_of!(u::kvm_run, __bindgen_anon_1));
+    assert!(uapi::run::KVM_VALID_REGS == offset_of!(u::kvm_run, kvm_valid_regs));
+    assert!(uapi::run::KVM_DIRTY_REGS == offset_of!(u::kvm_run, kvm_dirty_regs));
+    assert!(uapi::run::SYNC_REGS == offset_of!(u::kvm_run, s));
+    assert!(uapi::run::IO_DATA_OFFSET - uapi::run::EXIT == 8);
+    assert!(uapi::exit::INTERNAL_ERROR == u::KVM_EXIT_INTERNAL_ERROR);
+    assert!(uapi::exit::X86_WRMSR == u::KVM_EXIT_X86_WRMSR);
+    assert!(uapi::KVM_RUN == u::KVMIO << 8 | 0x80);
 };
 
 /// Converts a core errno into the kernel's error type.
@@ -53,13 +72,53 @@ pub(crate) fn err(e: Errno) -> Error {
 /// What the core asks of the architecture (the `kvm_arch_*` hooks of the C KVM).
 pub(crate) trait Arch: Send + Sync {
     /// `KVM_CHECK_EXTENSION` for the capabilities the core does not own;
-    /// 0 for anything not implemented.
-    fn check_extension(&self, cap: i64) -> i64;
+    /// 0 for anything not implemented. `vm` is the VM asked, if any.
+    fn check_extension(&self, vm: Option<&Vm>, cap: i64) -> i64;
     /// Whether `KVM_CREATE_VM` accepts `vm_type`.
     fn vm_type_supported(&self, vm_type: usize) -> bool;
     /// A system ioctl the core does not know; `arg` is the raw argument
     /// (often a user address).
     fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize>;
+    /// Creates the architecture's part of a new VM.
+    fn create_vm(&self, vm_type: usize) -> Result<KBox<dyn ArchVm>>;
+    /// The largest guest frame number a memory slot may map (host MAXPHYADDR).
+    fn max_gfn(&self) -> u64;
+}
+
+/// The architecture's part of a VM.
+pub(crate) trait ArchVm: Send + Sync {
+    /// A VM ioctl the core does not know.
+    fn ioctl(&self, vm: &Vm, cmd: u32, arg: usize) -> Result<isize>;
+    /// `KVM_ENABLE_CAP` on the VM for a capability the core does not own.
+    fn enable_cap(&self, vm: &Vm, cap: &KvmEnableCap) -> Result<isize>;
+    /// Creates the architecture's part of vCPU `id`.
+    fn create_vcpu(&self, vm: &Vm, id: u32) -> Result<KBox<dyn ArchVcpu>>;
+    /// Called with the slots locked after `change` took effect: mappings of
+    /// the old slot must go before this returns (C:
+    /// `kvm_arch_flush_shadow_memslot()` and `kvm_arch_commit_memory_region()`).
+    fn memslot_changed(&self, vm: &Vm, change: &Change);
+}
+
+/// What a vCPU ioctl gets besides the architecture's vCPU state.
+pub(crate) struct VcpuCtx<'a> {
+    /// The VM.
+    pub(crate) vm: &'a Vm,
+    /// The vCPU id.
+    pub(crate) id: u32,
+    /// `struct kvm_run`.
+    pub(crate) run: &'a SharedPage,
+    /// The PIO data page.
+    pub(crate) pio: &'a SharedPage,
+    /// The coalesced MMIO ring.
+    pub(crate) ring: &'a SharedPage,
+}
+
+/// The architecture's part of a vCPU; serialized by the vCPU mutex.
+pub(crate) trait ArchVcpu: Send {
+    /// `KVM_RUN`.
+    fn run(&mut self, ctx: &VcpuCtx<'_>) -> Result<isize>;
+    /// A vCPU ioctl the core does not know.
+    fn ioctl(&mut self, ctx: &VcpuCtx<'_>, cmd: u32, arg: usize) -> Result<isize>;
 }
 
 /// The module-wide KVM state, shared by every open file.
@@ -74,14 +133,18 @@ impl Kvm {
     }
 
     /// `kvm_vm_ioctl_check_extension_generic()`: the same answer on `/dev/kvm`
-    /// and on a VM fd.
-    fn check_extension(&self, cap: i64) -> i64 {
+    /// and on a VM fd, except where the VM changes it.
+    fn check_extension(&self, vm: Option<&Vm>, cap: i64) -> i64 {
+        if let Some(v) = memslots::check_extension(cap) {
+            return v;
+        }
         match cap {
             uapi::KVM_CAP_CHECK_EXTENSION_VM | uapi::KVM_CAP_ENABLE_CAP_VM => 1,
+            uapi::KVM_CAP_IMMEDIATE_EXIT => 1,
             uapi::KVM_CAP_NR_VCPUS => i64::from(num_online_cpus().min(KVM_MAX_VCPUS)),
             uapi::KVM_CAP_MAX_VCPUS => i64::from(KVM_MAX_VCPUS),
             uapi::KVM_CAP_MAX_VCPU_ID => i64::from(KVM_MAX_VCPU_IDS),
-            _ => self.arch.check_extension(cap),
+            _ => self.arch.check_extension(vm, cap),
         }
     }
 
@@ -92,12 +155,16 @@ impl Kvm {
         // The VM belongs to the caller's address space: other processes get
         // -EIO from its ioctls, as in the C KVM.
         let mm = MmGrab::current().ok_or(EINVAL)?;
+        let arch = self.arch.create_vm(vm_type)?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 kvm: self.into(),
                 mm,
                 _vm_type: vm_type,
                 inner <- new_mutex!(VmInner { limits: VcpuLimits::default(), vcpus: KVec::new() }),
+                mem <- new_mutex!(VmMem { slots: KVec::new() }),
+                mem_gen: AtomicU64::new(0),
+                arch,
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -124,7 +191,7 @@ impl FileOps for KvmDev {
         match dev_ioctl::decode(cmd, arg).map_err(err)? {
             DevIoctl::ApiVersion => Ok(uapi::KVM_API_VERSION as isize),
             DevIoctl::CreateVm { vm_type } => kvm.create_vm(vm_type),
-            DevIoctl::CheckExtension { cap } => Ok(kvm.check_extension(cap) as isize),
+            DevIoctl::CheckExtension { cap } => Ok(kvm.check_extension(None, cap) as isize),
             DevIoctl::VcpuMmapSize => Ok(dev_ioctl::vcpu_mmap_size(PAGE_SIZE) as isize),
             DevIoctl::Arch { cmd, arg } => kvm.arch.dev_ioctl(cmd, arg),
         }
@@ -139,6 +206,15 @@ impl MiscDevice for KvmDev {
     }
 }
 
+/// A guest-physical address range's backing, as found in the memory slots.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hva {
+    /// The user address of the guest frame.
+    pub(crate) addr: u64,
+    /// Whether the slot is read-only for the guest.
+    pub(crate) readonly: bool,
+}
+
 /// A virtual machine, freed when its VM file and every vCPU file are closed.
 #[pin_data]
 pub(crate) struct Vm {
@@ -147,12 +223,41 @@ pub(crate) struct Vm {
     _vm_type: usize,
     #[pin]
     inner: Mutex<VmInner>,
+    /// The memory slots (C: `kvm->slots_lock` and the memslot arrays).
+    #[pin]
+    mem: Mutex<VmMem>,
+    /// Bumped (under `mem`) on every slot change that removes or moves a
+    /// mapping, so that a fault handler that looked a slot up without the lock
+    /// can tell that its answer went stale.
+    mem_gen: AtomicU64,
+    /// The architecture's part.
+    arch: KBox<dyn ArchVm>,
 }
 
 struct VmInner {
     limits: VcpuLimits,
     /// The VM's vCPUs, alive as long as the VM (as in the C KVM).
     vcpus: KVec<Arc<Vcpu>>,
+}
+
+/// The memory slots, sorted by guest frame number.
+struct VmMem {
+    slots: KVec<MemSlot>,
+}
+
+impl SlotStore for VmMem {
+    fn slots(&self) -> &[MemSlot] {
+        &self.slots
+    }
+    fn slots_mut(&mut self) -> &mut [MemSlot] {
+        &mut self.slots
+    }
+    fn try_push(&mut self, slot: MemSlot) -> core::result::Result<(), Errno> {
+        self.slots.push(slot, GFP_KERNEL_ACCOUNT).map_err(|_| errno::ENOMEM)
+    }
+    fn pop(&mut self) -> Option<MemSlot> {
+        self.slots.pop()
+    }
 }
 
 impl Vm {
@@ -165,11 +270,64 @@ impl Vm {
         }
     }
 
+    /// The architecture's part of the VM.
+    pub(crate) fn arch(&self) -> &dyn ArchVm {
+        &*self.arch
+    }
+
+    /// The memory-slot generation (see `mem_gen`).
+    pub(crate) fn mem_generation(&self) -> u64 {
+        self.mem_gen.load(Ordering::Acquire)
+    }
+
+    /// `gfn_to_hva_memslot()`: where guest frame `gfn` lives in user memory,
+    /// with the generation the answer belongs to.
+    pub(crate) fn gfn_to_hva(&self, gfn: u64) -> Option<(Hva, u64)> {
+        let mem = self.mem.lock();
+        let slot = memslots::find_by_gfn(&mem.slots, gfn)?;
+        let hva = Hva { addr: slot.hva_of(gfn), readonly: slot.is_readonly() };
+        Some((hva, self.mem_generation()))
+    }
+
+    /// Copies guest memory at `gpa` into `buf` (C: `kvm_read_guest()`),
+    /// through the user mapping of the slots. `EFAULT` if a byte is not in a
+    /// slot or its user memory is not readable.
+    pub(crate) fn read_guest(&self, gpa: u64, buf: &mut [u8]) -> Result {
+        let mut done = 0;
+        while done < buf.len() {
+            let addr = gpa.wrapping_add(done as u64);
+            let in_page = (PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1))).min(buf.len() - done);
+            let (hva, _) = self.gfn_to_hva(addr >> 12).ok_or(EFAULT)?;
+            let ua = hva.addr + (addr & 0xfff);
+            UserSlice::new(ua as usize, in_page).reader().read_slice(&mut buf[done..done + in_page])?;
+            done += in_page;
+        }
+        Ok(())
+    }
+
+    /// Copies `buf` into guest memory at `gpa` (C: `kvm_write_guest()`).
+    /// `EFAULT` if a byte is not in a writable slot.
+    pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Result {
+        let mut done = 0;
+        while done < buf.len() {
+            let addr = gpa.wrapping_add(done as u64);
+            let in_page = (PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1))).min(buf.len() - done);
+            let (hva, _) = self.gfn_to_hva(addr >> 12).ok_or(EFAULT)?;
+            if hva.readonly {
+                return Err(EFAULT);
+            }
+            let ua = hva.addr + (addr & 0xfff);
+            UserSlice::new(ua as usize, in_page).writer().write_slice(&buf[done..done + in_page])?;
+            done += in_page;
+        }
+        Ok(())
+    }
+
     /// `KVM_CREATE_VCPU`.
     fn create_vcpu(self: ArcBorrow<'_, Self>, arg: usize) -> Result<isize> {
         let id = self.inner.lock().limits.reserve(arg as u64).map_err(err)?;
         // Allocate outside the lock; give the reservation back on any failure.
-        let added = Vcpu::new(id).and_then(|vcpu| {
+        let added = Vcpu::new(&self, id).and_then(|vcpu| {
             let mut inner = self.inner.lock();
             if inner.vcpus.iter().any(|v| v.id == id) {
                 return Err(EEXIST);
@@ -206,17 +364,50 @@ impl Vm {
         let mut bytes = [0u8; KvmEnableCap::SIZE];
         UserSlice::new(arg, KvmEnableCap::SIZE).reader().read_slice(&mut bytes)?;
         let cap = KvmEnableCap::from_bytes(&bytes);
-        // x86's kvm_vm_ioctl_enable_cap(): no capability takes flags.
-        if cap.flags != 0 {
-            return Err(EINVAL);
-        }
         match i64::from(cap.cap) {
             uapi::KVM_CAP_MAX_VCPU_ID => {
+                // x86's kvm_vm_ioctl_enable_cap(): no capability takes flags.
+                if cap.flags != 0 {
+                    return Err(EINVAL);
+                }
                 self.inner.lock().limits.set_max_vcpu_id(cap.args[0]).map_err(err)?;
                 Ok(0)
             }
-            _ => Err(EINVAL),
+            _ => self.arch.enable_cap(self, &cap),
         }
+    }
+
+    /// `KVM_SET_USER_MEMORY_REGION` and `KVM_SET_USER_MEMORY_REGION2`.
+    fn set_memory_region(&self, ioctl: memslots::Ioctl, arg: usize) -> Result<isize> {
+        let region = match ioctl {
+            memslots::Ioctl::V1 => {
+                let mut b = [0u8; memslots::REGION_V1_SIZE];
+                UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+                Region::from_bytes_v1(&b)
+            }
+            memslots::Ioctl::V2 => {
+                let mut b = [0u8; memslots::REGION_V2_SIZE];
+                UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+                Region::from_bytes_v2(&b)
+            }
+        };
+        // Dirty-page logging is not implemented: refuse the flag rather than
+        // accept it and never report a dirty page.
+        if region.flags & memslots::KVM_MEM_LOG_DIRTY_PAGES != 0 {
+            return Err(EINVAL);
+        }
+        let max_gfn = self.kvm.arch.max_gfn();
+        let mut mem = self.mem.lock();
+        let change = memslots::validate(&mem.slots, ioctl, &region, max_gfn, access_ok).map_err(err)?;
+        memslots::commit(&mut *mem, &change).map_err(err)?;
+        if matches!(change, Change::Delete { .. } | Change::Move { .. } | Change::FlagsOnly { .. }) {
+            self.mem_gen.fetch_add(1, Ordering::AcqRel);
+        }
+        if change != Change::Nothing {
+            self.arch.memslot_changed(self, &change);
+        }
+        drop(mem);
+        Ok(0)
     }
 }
 
@@ -234,33 +425,41 @@ impl FileOps for VmFile {
         match cmd {
             uapi::KVM_CREATE_VCPU => vm.create_vcpu(arg),
             uapi::KVM_ENABLE_CAP => vm.enable_cap(arg),
-            uapi::KVM_CHECK_EXTENSION => Ok(vm.kvm.check_extension(arg as i64) as isize),
-            // Not implemented yet: the C KVM's answer to a VM ioctl it does not know.
-            _ => Err(err(errno::ENOTTY)),
+            uapi::KVM_CHECK_EXTENSION => Ok(vm.kvm.check_extension(Some(&vm), arg as i64) as isize),
+            memslots::KVM_SET_USER_MEMORY_REGION => vm.set_memory_region(memslots::Ioctl::V1, arg),
+            memslots::KVM_SET_USER_MEMORY_REGION2 => vm.set_memory_region(memslots::Ioctl::V2, arg),
+            _ => vm.arch.ioctl(&vm, cmd, arg),
         }
     }
 }
 
-/// A virtual CPU: its id and the pages user space maps from the vCPU file.
+/// A virtual CPU: its id, the pages user space maps from the vCPU file, and
+/// the architecture's state behind the vCPU mutex.
+#[pin_data]
 pub(crate) struct Vcpu {
     id: u32,
     /// `struct kvm_run` (page offset 0).
-    run: Page,
+    run: SharedPage,
     /// PIO data (page offset `KVM_PIO_PAGE_OFFSET`).
-    pio: Page,
+    pio: SharedPage,
     /// The coalesced MMIO ring (page offset `KVM_COALESCED_MMIO_PAGE_OFFSET`).
-    ring: Page,
+    ring: SharedPage,
+    /// C: `vcpu->mutex` around the architecture's state.
+    #[pin]
+    arch: Mutex<KBox<dyn ArchVcpu>>,
 }
 
 impl Vcpu {
-    fn new(id: u32) -> Result<Arc<Self>> {
+    fn new(vm: &Vm, id: u32) -> Result<Arc<Self>> {
         // Charged to the caller's memory cgroup, as the C KVM's vCPU pages are.
-        let page = || Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO);
-        Ok(Arc::new(Vcpu { id, run: page()?, pio: page()?, ring: page()? }, GFP_KERNEL_ACCOUNT)?)
+        let page = || SharedPage::new(GFP_KERNEL_ACCOUNT);
+        let (run, pio, ring) = (page()?, page()?, page()?);
+        let arch = vm.arch.create_vcpu(vm, id)?;
+        Arc::pin_init(pin_init!(Vcpu { id, run, pio, ring, arch <- new_mutex!(arch) }), GFP_KERNEL_ACCOUNT)
     }
 
     /// The page at page offset `pgoff` of the vCPU mmap area.
-    fn page(&self, pgoff: usize) -> Option<&Page> {
+    fn page(&self, pgoff: usize) -> Option<&SharedPage> {
         match pgoff {
             0 => Some(&self.run),
             uapi::KVM_PIO_PAGE_OFFSET => Some(&self.pio),
@@ -282,14 +481,19 @@ kernel::file_ops_table!(KVM_VCPU_FOPS, VcpuFile);
 impl FileOps for VcpuFile {
     type Ptr = Arc<VcpuFile>;
 
-    fn ioctl(this: ArcBorrow<'_, VcpuFile>, cmd: u32, _arg: usize) -> Result<isize> {
+    fn ioctl(this: ArcBorrow<'_, VcpuFile>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_caller()?;
         if (cmd >> 8) & 0xff != uapi::KVMIO {
             return Err(EINVAL);
         }
-        // No vCPU ioctl is implemented yet: kvm_arch_vcpu_ioctl()'s answer
-        // to one it does not know.
-        Err(EINVAL)
+        let v = &this.vcpu;
+        let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio, ring: &v.ring };
+        let mut arch = v.arch.lock();
+        match cmd {
+            uapi::KVM_RUN if arg != 0 => Err(EINVAL),
+            uapi::KVM_RUN => arch.run(&ctx),
+            _ => arch.ioctl(&ctx, cmd, arg),
+        }
     }
 
     /// Maps the vCPU pages; as with the C KVM's fault handler, a part of the
@@ -298,7 +502,7 @@ impl FileOps for VcpuFile {
         let npages = (vma.end() - vma.start()) / PAGE_SIZE;
         for i in 0..npages {
             if let Some(page) = vma.pgoff().checked_add(i).and_then(|off| this.vcpu.page(off)) {
-                vma.insert_page(vma.start() + i * PAGE_SIZE, page)?;
+                vma.insert_page(vma.start() + i * PAGE_SIZE, page.page())?;
             }
         }
         Ok(())

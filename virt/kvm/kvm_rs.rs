@@ -7,10 +7,10 @@
 //! (`arch/x86/kvm`), then the vendor backends.
 
 use kernel::prelude::*;
-use kernel::sync::Arc;
 
 mod dev_ioctl;
 mod kvm_main;
+mod memslots;
 // The ABI tables: entries are used as the features behind them land.
 #[allow(dead_code)]
 mod uapi;
@@ -45,9 +45,7 @@ impl kernel::Module for KvmModule {
             pr_err!("force_emulation_prefix=1 is not supported\n");
             return Err(EINVAL);
         }
-        let arch = x86::X86::probe()?;
-        let vendor = arch.vendor();
-        let arch: Arc<dyn kvm_main::Arch> = Arc::new(arch, GFP_KERNEL)?;
+        let (arch, vendor) = x86::probe()?;
         let dev = kvm_main::register(kvm_main::Kvm::new(arch)?)?;
         pr_info!("kvm-rs loaded ({:?} backend)\n", vendor);
         Ok(KvmModule { _dev: dev })

@@ -46,7 +46,7 @@ pub(crate) const KVM_MEM_MAX_NR_PAGES: u64 = (1 << 31) - 1;
 /// `sizeof(struct kvm_userspace_memory_region)`.
 pub(crate) const REGION_V1_SIZE: usize = 32;
 /// `sizeof(struct kvm_userspace_memory_region2)`.
-pub(crate) const REGION_V2_SIZE: usize = 128;
+pub(crate) const REGION_V2_SIZE: usize = 160;
 /// `KVM_SET_USER_MEMORY_REGION` (VM ioctl).
 pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 = iow(0x46, REGION_V1_SIZE);
 /// `KVM_SET_USER_MEMORY_REGION2` (VM ioctl).
@@ -501,7 +501,8 @@ mod tests {
     fn constants_and_ioctls() {
         assert_eq!(KVM_USER_MEM_SLOTS, 32764);
         assert_eq!(KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
-        assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x4080_ae49);
+        // struct kvm_userspace_memory_region2 is 160 bytes (pad2[14] included).
+        assert_eq!(KVM_SET_USER_MEMORY_REGION2, 0x40a0_ae49);
         assert_eq!(check_extension(KVM_CAP_NR_MEMSLOTS), Some(32764));
         assert_eq!(check_extension(KVM_CAP_USER_MEMORY2), Some(1));
         assert_eq!(check_extension(KVM_CAP_READONLY_MEM), Some(1));

@@ -107,6 +107,151 @@ pub(crate) const KVM_PIO_PAGE_OFFSET: usize = 1;
 /// Page offset of the coalesced MMIO ring in the vCPU mmap area.
 pub(crate) const KVM_COALESCED_MMIO_PAGE_OFFSET: usize = 2;
 
+/// `KVM_RUN`.
+pub(crate) const KVM_RUN: u32 = io(0x80);
+/// `KVM_CAP_IMMEDIATE_EXIT`: `kvm_run.immediate_exit` is honoured.
+pub(crate) const KVM_CAP_IMMEDIATE_EXIT: i64 = 136;
+
+/// Offsets in `struct kvm_run` (checked against the kernel's uapi bindings
+/// at build time).
+pub(crate) mod run {
+    /// `__u8 request_interrupt_window`.
+    pub(crate) const REQUEST_INTERRUPT_WINDOW: usize = 0;
+    /// `__u8 immediate_exit`.
+    pub(crate) const IMMEDIATE_EXIT: usize = 1;
+    /// `__u32 exit_reason`.
+    pub(crate) const EXIT_REASON: usize = 8;
+    /// `__u8 ready_for_interrupt_injection`.
+    pub(crate) const READY_FOR_INTERRUPT_INJECTION: usize = 12;
+    /// `__u8 if_flag`.
+    pub(crate) const IF_FLAG: usize = 13;
+    /// `__u16 flags`.
+    pub(crate) const FLAGS: usize = 14;
+    /// `__u64 cr8`.
+    pub(crate) const CR8: usize = 16;
+    /// `__u64 apic_base`.
+    pub(crate) const APIC_BASE: usize = 24;
+    /// The exit union (256 bytes).
+    pub(crate) const EXIT: usize = 32;
+    /// Size of the exit union.
+    pub(crate) const EXIT_SIZE: usize = 256;
+    /// `__u64 kvm_valid_regs`.
+    pub(crate) const KVM_VALID_REGS: usize = 288;
+    /// `__u64 kvm_dirty_regs`.
+    pub(crate) const KVM_DIRTY_REGS: usize = 296;
+    /// The sync-regs union (2048 bytes).
+    pub(crate) const SYNC_REGS: usize = 304;
+
+    /// `io.direction` (0 in, 1 out).
+    pub(crate) const IO_DIRECTION: usize = EXIT;
+    /// `io.size`.
+    pub(crate) const IO_SIZE: usize = EXIT + 1;
+    /// `io.port`.
+    pub(crate) const IO_PORT: usize = EXIT + 2;
+    /// `io.count`.
+    pub(crate) const IO_COUNT: usize = EXIT + 4;
+    /// `io.data_offset` (from the start of the `kvm_run` mapping).
+    pub(crate) const IO_DATA_OFFSET: usize = EXIT + 8;
+
+    /// `mmio.phys_addr`.
+    pub(crate) const MMIO_PHYS_ADDR: usize = EXIT;
+    /// `mmio.data[8]`.
+    pub(crate) const MMIO_DATA: usize = EXIT + 8;
+    /// `mmio.len`.
+    pub(crate) const MMIO_LEN: usize = EXIT + 16;
+    /// `mmio.is_write`.
+    pub(crate) const MMIO_IS_WRITE: usize = EXIT + 20;
+
+    /// `internal.suberror`.
+    pub(crate) const INTERNAL_SUBERROR: usize = EXIT;
+    /// `internal.ndata`.
+    pub(crate) const INTERNAL_NDATA: usize = EXIT + 4;
+    /// `internal.data[16]`.
+    pub(crate) const INTERNAL_DATA: usize = EXIT + 8;
+
+    /// `fail_entry.hardware_entry_failure_reason`.
+    pub(crate) const FAIL_ENTRY_REASON: usize = EXIT;
+    /// `fail_entry.cpu`.
+    pub(crate) const FAIL_ENTRY_CPU: usize = EXIT + 8;
+
+    /// `hypercall.nr`.
+    pub(crate) const HYPERCALL_NR: usize = EXIT;
+
+    /// `msr.error` (`KVM_EXIT_X86_RDMSR`/`WRMSR`).
+    pub(crate) const MSR_ERROR: usize = EXIT;
+    /// `msr.reason`.
+    pub(crate) const MSR_REASON: usize = EXIT + 4;
+    /// `msr.index`.
+    pub(crate) const MSR_INDEX: usize = EXIT + 8;
+    /// `msr.data`.
+    pub(crate) const MSR_DATA: usize = EXIT + 16;
+
+    /// `system_event.type`.
+    pub(crate) const SYSTEM_EVENT_TYPE: usize = EXIT;
+    /// `system_event.ndata`.
+    pub(crate) const SYSTEM_EVENT_NDATA: usize = EXIT + 4;
+
+    /// `debug.arch.exception` (x86).
+    pub(crate) const DEBUG_EXCEPTION: usize = EXIT;
+    /// `debug.arch.pc`.
+    pub(crate) const DEBUG_PC: usize = EXIT + 8;
+    /// `debug.arch.dr6`.
+    pub(crate) const DEBUG_DR6: usize = EXIT + 16;
+    /// `debug.arch.dr7`.
+    pub(crate) const DEBUG_DR7: usize = EXIT + 24;
+}
+
+/// `kvm_run.exit_reason` values (`KVM_EXIT_*`).
+pub(crate) mod exit {
+    /// `KVM_EXIT_UNKNOWN`.
+    pub(crate) const UNKNOWN: u32 = 0;
+    /// `KVM_EXIT_EXCEPTION`.
+    pub(crate) const EXCEPTION: u32 = 1;
+    /// `KVM_EXIT_IO`.
+    pub(crate) const IO: u32 = 2;
+    /// `KVM_EXIT_HYPERCALL`.
+    pub(crate) const HYPERCALL: u32 = 3;
+    /// `KVM_EXIT_DEBUG`.
+    pub(crate) const DEBUG: u32 = 4;
+    /// `KVM_EXIT_HLT`.
+    pub(crate) const HLT: u32 = 5;
+    /// `KVM_EXIT_MMIO`.
+    pub(crate) const MMIO: u32 = 6;
+    /// `KVM_EXIT_IRQ_WINDOW_OPEN`.
+    pub(crate) const IRQ_WINDOW_OPEN: u32 = 7;
+    /// `KVM_EXIT_SHUTDOWN`.
+    pub(crate) const SHUTDOWN: u32 = 8;
+    /// `KVM_EXIT_FAIL_ENTRY`.
+    pub(crate) const FAIL_ENTRY: u32 = 9;
+    /// `KVM_EXIT_INTR`.
+    pub(crate) const INTR: u32 = 10;
+    /// `KVM_EXIT_INTERNAL_ERROR`.
+    pub(crate) const INTERNAL_ERROR: u32 = 17;
+    /// `KVM_EXIT_SYSTEM_EVENT`.
+    pub(crate) const SYSTEM_EVENT: u32 = 24;
+    /// `KVM_EXIT_X86_RDMSR`.
+    pub(crate) const X86_RDMSR: u32 = 29;
+    /// `KVM_EXIT_X86_WRMSR`.
+    pub(crate) const X86_WRMSR: u32 = 30;
+}
+
+/// `KVM_EXIT_IO_IN`.
+pub(crate) const KVM_EXIT_IO_IN: u8 = 0;
+/// `KVM_EXIT_IO_OUT`.
+pub(crate) const KVM_EXIT_IO_OUT: u8 = 1;
+
+/// `internal.suberror` values.
+pub(crate) mod internal {
+    /// `KVM_INTERNAL_ERROR_EMULATION`: an instruction could not be emulated.
+    pub(crate) const EMULATION: u32 = 1;
+    /// `KVM_INTERNAL_ERROR_SIMUL_EX`: an exception while delivering one.
+    pub(crate) const SIMUL_EX: u32 = 2;
+    /// `KVM_INTERNAL_ERROR_DELIVERY_EV`: an exit while delivering an event.
+    pub(crate) const DELIVERY_EV: u32 = 3;
+    /// `KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON`: an exit KVM does not handle.
+    pub(crate) const UNEXPECTED_EXIT_REASON: u32 = 4;
+}
+
 /// An errno value, positive (`EINVAL` is 22); the module turns it into its
 /// kernel error type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +274,26 @@ pub(crate) mod errno {
     pub(crate) const ENOTTY: Errno = Errno(25);
     /// Operation not supported.
     pub(crate) const EOPNOTSUPP: Errno = Errno(95);
+    /// No such device or address.
+    pub(crate) const ENXIO: Errno = Errno(6);
+    /// Try again.
+    pub(crate) const EAGAIN: Errno = Errno(11);
+    /// Device or resource busy.
+    pub(crate) const EBUSY: Errno = Errno(16);
+    /// File exists.
+    pub(crate) const EEXIST: Errno = Errno(17);
+    /// Interrupted system call.
+    pub(crate) const EINTR: Errno = Errno(4);
+    /// Function not implemented.
+    pub(crate) const ENOSYS: Errno = Errno(38);
+    /// Value too large for defined data type.
+    pub(crate) const EOVERFLOW: Errno = Errno(75);
+    /// No such process.
+    pub(crate) const ESRCH: Errno = Errno(3);
+    /// Operation not permitted.
+    pub(crate) const EPERM: Errno = Errno(1);
+    /// No such entry.
+    pub(crate) const ENOENT: Errno = Errno(2);
 }
 
 #[cfg(test)]

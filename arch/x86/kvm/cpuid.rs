@@ -93,12 +93,14 @@ const LEAF1_EDX: u32 =
     bits(&[0, 1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 15, 16, 17, 19, 23, 24, 25, 26, 27]);
 /// CPUID.7.0:EBX: FSGSBASE, BMI1, AVX2, SMEP, BMI2, ERMS, INVPCID, AVX512F,
 /// AVX512DQ, RDSEED, ADX, SMAP, AVX512IFMA, CLFLUSHOPT, CLWB, AVX512CD,
-/// SHA, AVX512BW, AVX512VL.
+/// SHA, AVX512BW, AVX512VL. (INVPCID runs natively in the guest when the
+/// guest's CPUID has it, as with the C KVM under nested paging.)
 const LEAF7_EBX: u32 =
     bits(&[0, 3, 5, 7, 8, 9, 10, 16, 17, 18, 19, 20, 21, 23, 24, 28, 29, 30, 31]);
 /// CPUID.7.0:ECX: AVX512VBMI, UMIP, AVX512_VBMI2, GFNI, VAES, VPCLMULQDQ,
-/// AVX512_VNNI, AVX512_BITALG, AVX512_VPOPCNTDQ, LA57, RDPID, MOVDIRI, MOVDIR64B.
-const LEAF7_ECX: u32 = bits(&[1, 2, 6, 8, 9, 10, 11, 12, 14, 16, 22, 27, 28]);
+/// AVX512_VNNI, AVX512_BITALG, AVX512_VPOPCNTDQ, LA57, MOVDIRI, MOVDIR64B.
+/// Not RDPID (it reads MSR_TSC_AUX, which kvm-rs does not switch).
+const LEAF7_ECX: u32 = bits(&[1, 2, 6, 8, 9, 10, 11, 12, 14, 16, 27, 28]);
 /// CPUID.7.0:EDX: FSRM, SERIALIZE.
 const LEAF7_EDX: u32 = bits(&[4, 14]);
 /// CPUID.0xD.1:EAX: XSAVEOPT, XSAVEC, XGETBV1 (not XSAVES: no IA32_XSS state).
@@ -107,10 +109,11 @@ const LEAFD1_EAX: u32 = bits(&[0, 1, 2]);
 /// MISALIGNSSE, 3DNOWPREFETCH, XOP, FMA4, TBM.
 const LEAF81_ECX: u32 = bits(&[0, 1, 4, 5, 6, 7, 8, 11, 16, 21]);
 /// CPUID.0x80000001:EDX: the leaf-1 EDX bits AMD mirrors, plus SYSCALL, NX,
-/// MMXEXT, FXSR_OPT, GBPAGES (nested paging maps 1 GiB pages), RDTSCP, LM,
-/// 3DNOWEXT, 3DNOW.
+/// MMXEXT, FXSR_OPT, GBPAGES (nested paging maps 1 GiB pages), LM,
+/// 3DNOWEXT, 3DNOW. Not RDTSCP: kvm-rs does not switch MSR_TSC_AUX, so it
+/// intercepts RDTSCP and raises #UD.
 const LEAF81_EDX: u32 = bits(&[
-    0, 1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 15, 16, 17, 20, 22, 23, 24, 25, 26, 27, 29, 30, 31,
+    0, 1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 15, 16, 17, 20, 22, 23, 24, 25, 26, 29, 30, 31,
 ]);
 /// XCR0 components kvm-rs switches between host and guest: x87, SSE, AVX,
 /// the AVX-512 opmask/ZMM state.
@@ -298,6 +301,185 @@ pub(crate) fn supported_cpuid_capacity(nent: u32) -> Result<usize, Errno> {
         return Err(E2BIG);
     }
     Ok(nent.min(KVM_MAX_CPUID_ENTRIES) as usize)
+}
+
+/// A CPUID feature bit: leaf, sub-leaf, register (0 EAX .. 3 EDX), bit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Feature(pub(crate) u32, pub(crate) u32, pub(crate) u8, pub(crate) u8);
+
+/// Guest features the vCPU code asks about.
+pub(crate) mod feature {
+    use super::Feature;
+    /// XSAVE.
+    pub(crate) const XSAVE: Feature = Feature(1, 0, 2, 26);
+    /// OSXSAVE (mirrors CR4.OSXSAVE).
+    pub(crate) const OSXSAVE: Feature = Feature(1, 0, 2, 27);
+    /// x2APIC.
+    pub(crate) const X2APIC: Feature = Feature(1, 0, 2, 21);
+    /// TSC-deadline timer.
+    pub(crate) const TSC_DEADLINE: Feature = Feature(1, 0, 2, 24);
+    /// PCID.
+    pub(crate) const PCID: Feature = Feature(1, 0, 2, 17);
+    /// VMX.
+    pub(crate) const VMX: Feature = Feature(1, 0, 2, 5);
+    /// APIC (mirrors APIC_BASE.EN).
+    pub(crate) const APIC: Feature = Feature(1, 0, 3, 9);
+    /// FSGSBASE.
+    pub(crate) const FSGSBASE: Feature = Feature(7, 0, 1, 0);
+    /// TSC_ADJUST MSR.
+    pub(crate) const TSC_ADJUST: Feature = Feature(7, 0, 1, 1);
+    /// SMEP.
+    pub(crate) const SMEP: Feature = Feature(7, 0, 1, 7);
+    /// INVPCID.
+    pub(crate) const INVPCID: Feature = Feature(7, 0, 1, 10);
+    /// SMAP.
+    pub(crate) const SMAP: Feature = Feature(7, 0, 1, 20);
+    /// UMIP.
+    pub(crate) const UMIP: Feature = Feature(7, 0, 2, 2);
+    /// PKU.
+    pub(crate) const PKU: Feature = Feature(7, 0, 2, 3);
+    /// OSPKE (mirrors CR4.PKE).
+    pub(crate) const OSPKE: Feature = Feature(7, 0, 2, 4);
+    /// LA57.
+    pub(crate) const LA57: Feature = Feature(7, 0, 2, 16);
+    /// LAM.
+    pub(crate) const LAM: Feature = Feature(7, 1, 0, 26);
+    /// SVM.
+    pub(crate) const SVM: Feature = Feature(0x8000_0001, 0, 2, 2);
+    /// NX.
+    pub(crate) const NX: Feature = Feature(0x8000_0001, 0, 3, 20);
+    /// Long mode.
+    pub(crate) const LM: Feature = Feature(0x8000_0001, 0, 3, 29);
+    /// 1 GiB pages.
+    pub(crate) const GBPAGES: Feature = Feature(0x8000_0001, 0, 3, 26);
+    /// FFXSR.
+    pub(crate) const FFXSR: Feature = Feature(0x8000_0001, 0, 3, 25);
+    /// LMSLE (long-mode segment limits).
+    pub(crate) const LMSLE: Feature = Feature(0x8000_0001, 0, 2, 15);
+}
+
+/// The entry of `function`/`index` in a vCPU's table (C:
+/// `kvm_find_cpuid_entry_index()`): the index matters only for entries
+/// flagged `KVM_CPUID_FLAG_SIGNIFCANT_INDEX`.
+pub(crate) fn find(entries: &[CpuidEntry], function: u32, index: u32) -> Option<&CpuidEntry> {
+    entries.iter().find(|e| {
+        e.function == function && (e.index == index || e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0)
+    })
+}
+
+/// Whether the table has feature `f`.
+pub(crate) fn has(entries: &[CpuidEntry], f: Feature) -> bool {
+    find(entries, f.0, f.1).is_some_and(|e| {
+        let r = [e.eax, e.ebx, e.ecx, e.edx][usize::from(f.2 & 3)];
+        r & (1 << f.3) != 0
+    })
+}
+
+/// Whether the table describes an AMD-compatible CPU (leaf 0 vendor
+/// "AuthenticAMD" or "HygonGenuine"), which changes the answer for leaves
+/// beyond the table.
+fn is_amd_like(entries: &[CpuidEntry]) -> bool {
+    find(entries, 0, 0).is_some_and(|e| {
+        (e.ebx, e.edx, e.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163)
+            || (e.ebx, e.edx, e.ecx) == (0x6f67_7948, 0x6e65_476e, 0x656e_6975)
+    })
+}
+
+/// What guest CPUID(`function`, `index`) returns from the table, before the
+/// run-time bits (C: `kvm_cpuid()`): the entry if there is one; for a leaf
+/// above the range its class (basic, extended, hypervisor) reports, Intel
+/// CPUs answer with the highest basic leaf while AMD ones answer zeros; zeros
+/// otherwise.
+pub(crate) fn lookup(entries: &[CpuidEntry], function: u32, index: u32) -> [u32; 4] {
+    if let Some(e) = find(entries, function, index) {
+        return [e.eax, e.ebx, e.ecx, e.edx];
+    }
+    if !is_amd_like(entries) {
+        let class_max = |base: u32| find(entries, base, 0).map(|e| e.eax);
+        let base = function & 0xffff_0000;
+        let out_of_range = match base {
+            0 | 0x8000_0000 => class_max(base).map_or(true, |max| function > max),
+            _ => false,
+        };
+        if out_of_range {
+            if let Some(max_basic) = class_max(0) {
+                if let Some(e) = find(entries, max_basic, index) {
+                    return [e.eax, e.ebx, e.ecx, e.edx];
+                }
+            }
+        }
+    }
+    [0; 4]
+}
+
+/// The state the run-time CPUID bits mirror.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RuntimeState {
+    /// Guest CR4.
+    pub(crate) cr4: u64,
+    /// Guest XCR0.
+    pub(crate) xcr0: u64,
+    /// APIC_BASE.EN.
+    pub(crate) apic_enabled: bool,
+}
+
+/// Size of the standard-format XSAVE area for `xcr0` as the guest's own
+/// CPUID.0xD sub-leaves describe the components.
+pub(crate) fn guest_xsave_size(entries: &[CpuidEntry], xcr0: u64) -> u32 {
+    let mut size = 512 + 64;
+    for i in 2..64u32 {
+        if xcr0 & (1 << i) != 0 {
+            if let Some(e) = entries.iter().find(|e| e.function == 0xd && e.index == i) {
+                size = size.max(e.ebx.saturating_add(e.eax));
+            }
+        }
+    }
+    size
+}
+
+/// Applies the bits that follow guest state (C: `kvm_update_cpuid_runtime()`):
+/// OSXSAVE from CR4.OSXSAVE, APIC from APIC_BASE.EN, OSPKE from CR4.PKE, and
+/// the XSAVE area size of leaf 0xD for the current XCR0.
+pub(crate) fn apply_runtime(entries: &[CpuidEntry], function: u32, index: u32, r: &mut [u32; 4], st: &RuntimeState) {
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    const CR4_PKE: u64 = 1 << 22;
+    match (function, index) {
+        (1, _) => {
+            if has(entries, feature::XSAVE) {
+                r[2] = (r[2] & !(1 << 27)) | if st.cr4 & CR4_OSXSAVE != 0 { 1 << 27 } else { 0 };
+            }
+            r[3] = (r[3] & !(1 << 9)) | if st.apic_enabled { 1 << 9 } else { 0 };
+        }
+        (7, 0) => {
+            if has(entries, feature::PKU) {
+                r[2] = (r[2] & !(1 << 4)) | if st.cr4 & CR4_PKE != 0 { 1 << 4 } else { 0 };
+            }
+        }
+        (0xd, 0) if find(entries, 0xd, 0).is_some() => r[1] = guest_xsave_size(entries, st.xcr0),
+        (0xd, 1) if r[0] & 0b1010 != 0 => r[1] = guest_xsave_size(entries, st.xcr0),
+        _ => {}
+    }
+}
+
+/// The checks of `KVM_SET_CPUID2` on the new table (C: `kvm_check_cpuid()`):
+/// the linear-address width of leaf 0x80000008 is 48 or 57 (or absent).
+pub(crate) fn check_guest_table(entries: &[CpuidEntry]) -> Result<(), Errno> {
+    if let Some(e) = find(entries, 0x8000_0008, 0) {
+        let vaddr = (e.eax >> 8) & 0xff;
+        if vaddr != 48 && vaddr != 57 && vaddr != 0 {
+            return Err(Errno(22));
+        }
+    }
+    Ok(())
+}
+
+/// The guest's MAXPHYADDR (C: `cpuid_query_maxphyaddr()`): leaf 0x80000008
+/// EAX[7:0] if the table has the leaf, else 36.
+pub(crate) fn guest_maxphyaddr(entries: &[CpuidEntry]) -> u8 {
+    match find(entries, 0x8000_0000, 0) {
+        Some(e) if e.eax >= 0x8000_0008 => find(entries, 0x8000_0008, 0).map_or(36, |e| (e.eax & 0xff) as u8),
+        _ => 36,
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,150 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! x86 common code (`arch/x86/kvm/x86.c`): the [`Arch`] of the core, and the
-//! choice of the vendor backend at module load.
+//! x86 common code (`arch/x86/kvm/x86.c`): the [`Arch`] of the core, the x86
+//! part of a VM, the choice of the vendor backend at module load, and the
+//! system ioctls of `/dev/kvm` that are x86's.
 
-use crate::kvm_main::{err, Arch};
-use crate::uapi::{self, errno};
+use crate::kvm_main::{err, Arch, ArchVcpu, ArchVm, Vm};
+use crate::memslots::Change;
+use crate::uapi::{self, errno, KvmEnableCap};
+use backend::Backend;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use cpuid::{CpuidEntry, HostCpuid};
-use kernel::{prelude::*, uaccess::UserSlice, x86};
+use kernel::{
+    new_condvar, new_mutex, new_spinlock,
+    prelude::*,
+    smp,
+    sync::{Arc, CondVar, Mutex, SpinLock},
+    uaccess::UserSlice,
+    user_mem::PinnedPage,
+    x86,
+};
+use mmu::tdp_mmu::Tdp;
 
+#[path = "backend.rs"]
+pub(crate) mod backend;
 #[path = "cpuid.rs"]
-mod cpuid;
+pub(crate) mod cpuid;
+#[path = "emulate.rs"]
+pub(crate) mod emulate;
+#[path = "lapic.rs"]
+pub(crate) mod lapic;
+#[path = "msrs.rs"]
+pub(crate) mod msrs;
+#[path = "regs.rs"]
+pub(crate) mod regs;
 #[path = "svm/svm.rs"]
 mod svm;
+#[path = "vcpu.rs"]
+mod vcpu;
 #[path = "vmx/vmx.rs"]
 mod vmx;
+
+/// The MMU.
+pub(crate) mod mmu {
+    #[path = "paging_tmpl.rs"]
+    pub(crate) mod paging_tmpl;
+    #[path = "tdp_mmu.rs"]
+    pub(crate) mod tdp_mmu;
+}
+
+/// x86 ioctl numbers and capabilities handled here.
+pub(crate) mod ioc {
+    use crate::uapi::{io, ior, iow, iowr};
+    /// `KVM_GET_MSR_INDEX_LIST`.
+    pub(crate) const KVM_GET_MSR_INDEX_LIST: u32 = iowr(0x02, 4);
+    /// `KVM_GET_MSR_FEATURE_INDEX_LIST`.
+    pub(crate) const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = iowr(0x0a, 4);
+    /// `KVM_GET_MSRS` (vCPU, or `/dev/kvm` for feature MSRs).
+    pub(crate) const KVM_GET_MSRS: u32 = iowr(0x88, 8);
+    /// `KVM_SET_MSRS`.
+    pub(crate) const KVM_SET_MSRS: u32 = iow(0x89, 8);
+    /// `KVM_CREATE_IRQCHIP`.
+    pub(crate) const KVM_CREATE_IRQCHIP: u32 = io(0x60);
+    /// `KVM_GET_TSC_KHZ` (VM and vCPU).
+    pub(crate) const KVM_GET_TSC_KHZ: u32 = io(0xa3);
+    /// `KVM_SET_TSC_KHZ` (VM and vCPU).
+    pub(crate) const KVM_SET_TSC_KHZ: u32 = io(0xa2);
+    /// `KVM_SET_TSS_ADDR`.
+    pub(crate) const KVM_SET_TSS_ADDR: u32 = io(0x47);
+    /// `KVM_SET_IDENTITY_MAP_ADDR`.
+    pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = iow(0x48, 8);
+    /// `KVM_GET_REGS`.
+    pub(crate) const KVM_GET_REGS: u32 = ior(0x81, 144);
+    /// `KVM_SET_REGS`.
+    pub(crate) const KVM_SET_REGS: u32 = iow(0x82, 144);
+    /// `KVM_GET_SREGS`.
+    pub(crate) const KVM_GET_SREGS: u32 = ior(0x83, 312);
+    /// `KVM_SET_SREGS`.
+    pub(crate) const KVM_SET_SREGS: u32 = iow(0x84, 312);
+    /// `KVM_GET_FPU`.
+    pub(crate) const KVM_GET_FPU: u32 = ior(0x8c, 416);
+    /// `KVM_SET_FPU`.
+    pub(crate) const KVM_SET_FPU: u32 = iow(0x8d, 416);
+    /// `KVM_SET_CPUID2`.
+    pub(crate) const KVM_SET_CPUID2: u32 = iow(0x90, 8);
+    /// `KVM_GET_CPUID2`.
+    pub(crate) const KVM_GET_CPUID2: u32 = iowr(0x91, 8);
+    /// `KVM_GET_MP_STATE`.
+    pub(crate) const KVM_GET_MP_STATE: u32 = ior(0x98, 4);
+    /// `KVM_SET_MP_STATE`.
+    pub(crate) const KVM_SET_MP_STATE: u32 = iow(0x99, 4);
+    /// `KVM_GET_VCPU_EVENTS`.
+    pub(crate) const KVM_GET_VCPU_EVENTS: u32 = ior(0x9f, 64);
+    /// `KVM_SET_VCPU_EVENTS`.
+    pub(crate) const KVM_SET_VCPU_EVENTS: u32 = iow(0xa0, 64);
+    /// `KVM_GET_DEBUGREGS`.
+    pub(crate) const KVM_GET_DEBUGREGS: u32 = ior(0xa1, 128);
+    /// `KVM_SET_DEBUGREGS`.
+    pub(crate) const KVM_SET_DEBUGREGS: u32 = iow(0xa2, 128);
+    /// `KVM_GET_XSAVE`.
+    pub(crate) const KVM_GET_XSAVE: u32 = ior(0xa4, 4096);
+    /// `KVM_SET_XSAVE`.
+    pub(crate) const KVM_SET_XSAVE: u32 = iow(0xa5, 4096);
+    /// `KVM_GET_XCRS`.
+    pub(crate) const KVM_GET_XCRS: u32 = ior(0xa6, 392);
+    /// `KVM_SET_XCRS`.
+    pub(crate) const KVM_SET_XCRS: u32 = iow(0xa7, 392);
+    /// `KVM_GET_XSAVE2`.
+    pub(crate) const KVM_GET_XSAVE2: u32 = ior(0xcf, 4096);
+    /// `KVM_INTERRUPT`.
+    pub(crate) const KVM_INTERRUPT: u32 = iow(0x86, 4);
+    /// `KVM_NMI`.
+    pub(crate) const KVM_NMI: u32 = io(0x9a);
+
+    /// `KVM_CAP_IRQCHIP`.
+    pub(crate) const KVM_CAP_IRQCHIP: i64 = 0;
+    /// `KVM_CAP_HLT`.
+    pub(crate) const KVM_CAP_HLT: i64 = 1;
+    /// `KVM_CAP_SET_TSS_ADDR`.
+    pub(crate) const KVM_CAP_SET_TSS_ADDR: i64 = 4;
+    /// `KVM_CAP_EXT_CPUID`.
+    pub(crate) const KVM_CAP_EXT_CPUID: i64 = 7;
+    /// `KVM_CAP_MP_STATE`.
+    pub(crate) const KVM_CAP_MP_STATE: i64 = 14;
+    /// `KVM_CAP_NOP_IO_DELAY`.
+    pub(crate) const KVM_CAP_NOP_IO_DELAY: i64 = 12;
+    /// `KVM_CAP_SET_IDENTITY_MAP_ADDR`.
+    pub(crate) const KVM_CAP_SET_IDENTITY_MAP_ADDR: i64 = 37;
+    /// `KVM_CAP_VCPU_EVENTS`.
+    pub(crate) const KVM_CAP_VCPU_EVENTS: i64 = 41;
+    /// `KVM_CAP_DEBUGREGS`.
+    pub(crate) const KVM_CAP_DEBUGREGS: i64 = 50;
+    /// `KVM_CAP_XSAVE`.
+    pub(crate) const KVM_CAP_XSAVE: i64 = 55;
+    /// `KVM_CAP_XCRS`.
+    pub(crate) const KVM_CAP_XCRS: i64 = 56;
+    /// `KVM_CAP_TSC_CONTROL`.
+    pub(crate) const KVM_CAP_TSC_CONTROL: i64 = 60;
+    /// `KVM_CAP_GET_TSC_KHZ`.
+    pub(crate) const KVM_CAP_GET_TSC_KHZ: i64 = 61;
+    /// `KVM_CAP_GET_MSR_FEATURES`.
+    pub(crate) const KVM_CAP_GET_MSR_FEATURES: i64 = 153;
+    /// `KVM_CAP_XSAVE2`.
+    pub(crate) const KVM_CAP_XSAVE2: i64 = 208;
+    /// `KVM_CAP_VM_TYPES`.
+    pub(crate) const KVM_CAP_VM_TYPES: i64 = 235;
+}
 
 /// The hardware virtualization extension in use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,57 +155,26 @@ pub(crate) enum Vendor {
     Vmx,
 }
 
-/// x86 state of the module.
-pub(crate) struct X86 {
-    vendor: Vendor,
-}
-
-impl X86 {
-    /// Finds the CPU's virtualization extension and checks the backend can use it.
-    /// Fails with `EOPNOTSUPP` and a message saying why, as `kvm-amd` and
-    /// `kvm-intel` do.
-    pub(crate) fn probe() -> Result<Self> {
-        let vendor = if x86::boot_cpu_has(x86::Feature::Svm) {
-            svm::probe()?;
-            Vendor::Svm
-        } else if x86::boot_cpu_has(x86::Feature::Vmx) {
-            vmx::probe()?;
-            Vendor::Vmx
-        } else {
-            pr_err!("no hardware virtualization: the CPU has neither SVM nor VMX\n");
-            return Err(EOPNOTSUPP);
-        };
-        Ok(X86 { vendor })
-    }
-
-    /// The backend chosen by [`X86::probe`].
-    pub(crate) fn vendor(&self) -> Vendor {
-        self.vendor
-    }
-}
-
-impl Arch for X86 {
-    fn check_extension(&self, _cap: i64) -> i64 {
-        // No x86 capability is implemented yet.
-        0
-    }
-
-    fn vm_type_supported(&self, vm_type: usize) -> bool {
-        vm_type == uapi::KVM_X86_DEFAULT_VM
-    }
-
-    fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
-        match cmd {
-            uapi::KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(arg),
-            // `kvm_arch_dev_ioctl()` answers -EINVAL to what it does not
-            // handle; KVM_GET_MSR_INDEX_LIST and the rest are not implemented yet.
-            _ => Err(err(errno::EINVAL)),
-        }
+/// Finds the CPU's virtualization extension, checks the backend can use it,
+/// and enables it on every CPU. Fails with `EOPNOTSUPP` and a message saying
+/// why, as `kvm-amd` and `kvm-intel` do.
+pub(crate) fn probe() -> Result<(Arc<dyn Arch>, Vendor)> {
+    if x86::boot_cpu_has(x86::Feature::Svm) {
+        svm::probe()?;
+        let b = svm::Svm::new()?;
+        let arch: Arc<dyn Arch> = Arc::new(X86::new(b)?, GFP_KERNEL)?;
+        Ok((arch, Vendor::Svm))
+    } else if x86::boot_cpu_has(x86::Feature::Vmx) {
+        vmx::probe()?;
+        Err(EOPNOTSUPP)
+    } else {
+        pr_err!("no hardware virtualization: the CPU has neither SVM nor VMX\n");
+        Err(EOPNOTSUPP)
     }
 }
 
 /// The host CPU, for the CPUID table.
-struct Host;
+pub(crate) struct Host;
 
 impl HostCpuid for Host {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
@@ -85,20 +185,357 @@ impl HostCpuid for Host {
     }
 }
 
+/// x86 state of the module, for a backend.
+pub(crate) struct X86<B: Backend> {
+    backend: Arc<B>,
+    /// `KVM_GET_SUPPORTED_CPUID`, computed once.
+    supported: KVec<CpuidEntry>,
+}
+
+impl<B: Backend> X86<B> {
+    fn new(backend: B) -> Result<Self> {
+        let mut all = KVec::from_elem(CpuidEntry::default(), cpuid::KVM_MAX_CPUID_ENTRIES as usize, GFP_KERNEL)?;
+        let n = cpuid::supported_cpuid(&Host, &mut all).map_err(err)?;
+        let mut supported = KVec::new();
+        supported.extend_from_slice(&all[..n], GFP_KERNEL)?;
+        Ok(Self { backend: Arc::new(backend, GFP_KERNEL)?, supported })
+    }
+}
+
+impl<B: Backend> Arch for X86<B> {
+    fn check_extension(&self, _vm: Option<&Vm>, cap: i64) -> i64 {
+        use ioc::*;
+        match cap {
+            KVM_CAP_IRQCHIP | KVM_CAP_HLT | KVM_CAP_EXT_CPUID | KVM_CAP_MP_STATE | KVM_CAP_NOP_IO_DELAY => 1,
+            KVM_CAP_SET_TSS_ADDR | KVM_CAP_SET_IDENTITY_MAP_ADDR => 1,
+            KVM_CAP_VCPU_EVENTS | KVM_CAP_DEBUGREGS | KVM_CAP_XCRS | KVM_CAP_GET_TSC_KHZ => 1,
+            KVM_CAP_GET_MSR_FEATURES => 1,
+            KVM_CAP_XSAVE => i64::from(x86::boot_cpu_has(x86::Feature::Xsave)),
+            KVM_CAP_XSAVE2 => vcpu::xsave2_size(&self.supported) as i64,
+            KVM_CAP_VM_TYPES => 1 << uapi::KVM_X86_DEFAULT_VM,
+            _ => 0,
+        }
+    }
+
+    fn vm_type_supported(&self, vm_type: usize) -> bool {
+        vm_type == uapi::KVM_X86_DEFAULT_VM
+    }
+
+    fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            uapi::KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(&self.supported, arg),
+            ioc::KVM_GET_MSR_INDEX_LIST => copy_index_list(arg, msrs::MSRS_TO_SAVE),
+            ioc::KVM_GET_MSR_FEATURE_INDEX_LIST => copy_index_list(arg, msrs::FEATURE_MSRS),
+            ioc::KVM_GET_MSRS => get_feature_msrs(arg),
+            // `kvm_arch_dev_ioctl()` answers -EINVAL to what it does not handle.
+            _ => Err(err(errno::EINVAL)),
+        }
+    }
+
+    fn create_vm(&self, _vm_type: usize) -> Result<KBox<dyn ArchVm>> {
+        let tdp = Tdp::new(self.backend.tdp_levels())?;
+        let tdp_root = tdp.root_pa();
+        let supported = copy_entries(&self.supported)?;
+        let shared = Arc::pin_init(
+            pin_init!(X86VmShared::<B> {
+                backend: self.backend.clone(),
+                supported,
+                tdp_root,
+                tdp <- new_mutex!(tdp),
+                vcpus <- new_mutex!(KVec::new()),
+                tlb_gen: AtomicU64::new(0),
+                irqchip: AtomicBool::new(false),
+                tsc_khz: AtomicU32::new(x86::tsc_khz()),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )?;
+        let vm = KBox::new(X86Vm { shared }, GFP_KERNEL_ACCOUNT)?;
+        let vm: KBox<dyn ArchVm> = vm;
+        Ok(vm)
+    }
+
+    fn max_gfn(&self) -> u64 {
+        // The host's MAXPHYADDR, also within 4-level nested paging.
+        let bits = u32::from(x86::phys_bits()).min(48);
+        (1u64 << (bits - 12)) - 1
+    }
+}
+
+/// A copy of a CPUID table.
+fn copy_entries(e: &[CpuidEntry]) -> Result<KVec<CpuidEntry>> {
+    let mut v = KVec::new();
+    v.extend_from_slice(e, GFP_KERNEL_ACCOUNT)?;
+    Ok(v)
+}
+
 /// `KVM_GET_SUPPORTED_CPUID`: reads `nent` once, writes the entries, then
 /// the new `nent`, as `kvm_arch_dev_ioctl()` does (nothing is written on error).
-fn get_supported_cpuid(arg: usize) -> Result<isize> {
+fn get_supported_cpuid(supported: &[CpuidEntry], arg: usize) -> Result<isize> {
     let mut hdr = [0u8; 8];
     UserSlice::new(arg, hdr.len()).reader().read_slice(&mut hdr)?;
     let nent = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
     let cap = cpuid::supported_cpuid_capacity(nent).map_err(err)?;
-    let mut entries = KVec::from_elem(CpuidEntry::default(), cap, GFP_KERNEL)?;
-    let n = cpuid::supported_cpuid(&Host, &mut entries).map_err(err)?;
-    let mut w = UserSlice::new(arg + hdr.len(), n * CpuidEntry::SIZE).writer();
-    for e in &entries[..n] {
+    if cap < supported.len() {
+        return Err(err(errno::E2BIG));
+    }
+    let mut w = UserSlice::new(arg + hdr.len(), supported.len() * CpuidEntry::SIZE).writer();
+    for e in supported {
         w.write_slice(&e.to_bytes())?;
     }
-    hdr[0..4].copy_from_slice(&(n as u32).to_ne_bytes());
+    hdr[0..4].copy_from_slice(&(supported.len() as u32).to_ne_bytes());
     UserSlice::new(arg, hdr.len()).writer().write_slice(&hdr)?;
     Ok(0)
+}
+
+/// `KVM_GET_MSR_INDEX_LIST`/`KVM_GET_MSR_FEATURE_INDEX_LIST`: writes the
+/// count, and the list if the caller's `nmsrs` is large enough (else `E2BIG`
+/// with the count written, as the C KVM does).
+fn copy_index_list(arg: usize, list: &[u32]) -> Result<isize> {
+    let mut hdr = [0u8; 4];
+    UserSlice::new(arg, 4).reader().read_slice(&mut hdr)?;
+    let n = u32::from_ne_bytes(hdr) as usize;
+    UserSlice::new(arg, 4).writer().write_slice(&(list.len() as u32).to_ne_bytes())?;
+    if n < list.len() {
+        return Err(E2BIG);
+    }
+    let mut w = UserSlice::new(arg + 4, list.len() * 4).writer();
+    for m in list {
+        w.write_slice(&m.to_ne_bytes())?;
+    }
+    Ok(0)
+}
+
+/// The value of feature MSR `index` on this host (C: `kvm_get_msr_feature()`).
+pub(crate) fn feature_msr(index: u32) -> Option<u64> {
+    match index {
+        msrs::MSR_IA32_UCODE_REV => Some(u64::from(x86::microcode_rev()) << 32),
+        msrs::MSR_AMD64_DE_CFG => {
+            x86::rdmsr_safe(msrs::MSR_AMD64_DE_CFG).ok().map(|v| v & msrs::DE_CFG_LFENCE_SERIALIZE)
+        }
+        _ => None,
+    }
+}
+
+/// `KVM_GET_MSRS` on `/dev/kvm`: the feature MSRs. Returns how many entries
+/// were read, stopping at the first unknown one.
+fn get_feature_msrs(arg: usize) -> Result<isize> {
+    let mut hdr = [0u8; 8];
+    UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+    let n = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    if n >= msrs::MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let len = n as usize * msrs::MSR_ENTRY_SIZE;
+    let mut buf = KVec::from_elem(0u8, len, GFP_KERNEL)?;
+    UserSlice::new(arg + 8, len).reader().read_slice(&mut buf)?;
+    let mut done = 0;
+    for e in buf.chunks_exact_mut(msrs::MSR_ENTRY_SIZE) {
+        let index = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
+        match feature_msr(index) {
+            Some(v) => e[8..16].copy_from_slice(&v.to_ne_bytes()),
+            None => break,
+        }
+        done += 1;
+    }
+    UserSlice::new(arg + 8, len).writer().write_slice(&buf)?;
+    Ok(done)
+}
+
+/// `vcpu->mode`: whether a vCPU is in guest mode, so that a remote request
+/// must kick it out with an IPI.
+pub(crate) const OUTSIDE_GUEST_MODE: u8 = 0;
+/// See [`OUTSIDE_GUEST_MODE`].
+pub(crate) const IN_GUEST_MODE: u8 = 1;
+
+/// The part of a vCPU other threads touch: to kick it out of guest mode, to
+/// post an interrupt to it, to wake it from HLT.
+#[pin_data]
+pub(crate) struct VcpuShared {
+    /// The vCPU id.
+    pub(crate) id: u32,
+    /// [`IN_GUEST_MODE`] or [`OUTSIDE_GUEST_MODE`].
+    pub(crate) mode: AtomicU8,
+    /// The CPU it last entered the guest on.
+    pub(crate) cpu: AtomicU32,
+    /// Something was posted: re-check before entering or while halted.
+    pub(crate) pending: AtomicBool,
+    /// Interrupt vectors posted by other vCPUs or devices (256 bits), and
+    /// whether each is level-triggered.
+    pub(crate) posted_irr: [AtomicU64; 4],
+    /// Level-triggered flags of the posted vectors.
+    pub(crate) posted_tmr: [AtomicU64; 4],
+    /// A posted NMI.
+    pub(crate) posted_nmi: AtomicBool,
+    /// Lock of the halt wait.
+    #[pin]
+    pub(crate) wait_lock: SpinLock<()>,
+    /// Halted vCPUs sleep here.
+    #[pin]
+    pub(crate) wake: CondVar,
+}
+
+impl VcpuShared {
+    fn new(id: u32) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                id,
+                mode: AtomicU8::new(OUTSIDE_GUEST_MODE),
+                cpu: AtomicU32::new(0),
+                pending: AtomicBool::new(false),
+                posted_irr: [const { AtomicU64::new(0) }; 4],
+                posted_tmr: [const { AtomicU64::new(0) }; 4],
+                posted_nmi: AtomicBool::new(false),
+                wait_lock <- new_spinlock!(()),
+                wake <- new_condvar!(),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+    }
+
+    /// Makes the vCPU notice `pending` soon: wakes it if halted, IPIs it if
+    /// in guest mode (`kvm_vcpu_kick()`).
+    pub(crate) fn kick(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        {
+            let _g = self.wait_lock.lock();
+            self.wake.notify_all();
+        }
+        if self.mode.load(Ordering::SeqCst) == IN_GUEST_MODE {
+            let _ = smp::kick_cpu(self.cpu.load(Ordering::SeqCst), false);
+        }
+    }
+
+    /// Posts interrupt `vector` (accepted into the LAPIC at the next entry).
+    pub(crate) fn post_interrupt(&self, vector: u8, level: bool) {
+        let (w, b) = (usize::from(vector / 64), vector % 64);
+        if level {
+            self.posted_tmr[w].fetch_or(1 << b, Ordering::SeqCst);
+        }
+        self.posted_irr[w].fetch_or(1 << b, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Posts an NMI.
+    pub(crate) fn post_nmi(&self) {
+        self.posted_nmi.store(true, Ordering::SeqCst);
+        self.kick();
+    }
+}
+
+/// The x86 state of a VM that vCPUs share.
+#[pin_data]
+pub(crate) struct X86VmShared<B: Backend> {
+    pub(crate) backend: Arc<B>,
+    /// `KVM_GET_SUPPORTED_CPUID`.
+    pub(crate) supported: KVec<CpuidEntry>,
+    /// The root of the nested page table (never replaced).
+    pub(crate) tdp_root: u64,
+    /// The nested page table (C: `kvm->mmu_lock` and the TDP MMU roots).
+    #[pin]
+    pub(crate) tdp: Mutex<Tdp>,
+    /// Every vCPU's shared part, for kicks and interrupt delivery.
+    #[pin]
+    pub(crate) vcpus: Mutex<KVec<Arc<VcpuShared>>>,
+    /// Bumped for each remote TLB flush; a vCPU flushes when it sees a new value.
+    pub(crate) tlb_gen: AtomicU64,
+    /// `KVM_CREATE_IRQCHIP` was done.
+    pub(crate) irqchip: AtomicBool,
+    /// The guest TSC frequency.
+    pub(crate) tsc_khz: AtomicU32,
+}
+
+impl<B: Backend> X86VmShared<B> {
+    /// `kvm_flush_remote_tlbs()`: every vCPU flushes its TLB before it next
+    /// runs guest code, and none is in guest mode with a stale TLB when this
+    /// returns. Must be called where sleeping is allowed.
+    pub(crate) fn flush_remote_tlbs(&self) {
+        self.tlb_gen.fetch_add(1, Ordering::SeqCst);
+        let vcpus = self.vcpus.lock();
+        for v in vcpus.iter() {
+            if v.mode.load(Ordering::SeqCst) == IN_GUEST_MODE {
+                // Waiting for the IPI means waiting until the vCPU has left
+                // guest mode (it takes interrupts only after the #VMEXIT); an
+                // offline CPU runs no guest.
+                let _ = smp::kick_cpu(v.cpu.load(Ordering::SeqCst), true);
+            }
+        }
+    }
+
+    /// Unmaps guest frames `[start, end)` from the nested page table, flushes
+    /// every vCPU's TLB, and only then releases the pages.
+    pub(crate) fn zap_gfn_range(&self, start: u64, end: u64) {
+        let mut from = start;
+        loop {
+            let mut released: KVec<PinnedPage> = KVec::new();
+            let r = self.tdp.lock().zap_range(from, end, &mut released, 4096);
+            self.flush_remote_tlbs();
+            drop(released);
+            match r {
+                Ok(Some(next)) => from = next,
+                Ok(None) => break,
+                Err(_) => {
+                    // Could not record the pins to release: what was zapped
+                    // is released above; retry the rest once memory frees up.
+                    pr_err!("kvm-rs: out of memory zapping guest frames {:#x}..{:#x}\n", from, end);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The x86 part of a VM.
+pub(crate) struct X86Vm<B: Backend> {
+    shared: Arc<X86VmShared<B>>,
+}
+
+impl<B: Backend> ArchVm for X86Vm<B> {
+    fn ioctl(&self, _vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            ioc::KVM_CREATE_IRQCHIP => {
+                // Only before the first vCPU, and once (C: -EEXIST, -EINVAL).
+                if self.shared.irqchip.load(Ordering::SeqCst) {
+                    return Err(EEXIST);
+                }
+                if !self.shared.vcpus.lock().is_empty() {
+                    return Err(EINVAL);
+                }
+                self.shared.irqchip.store(true, Ordering::SeqCst);
+                Ok(0)
+            }
+            ioc::KVM_GET_TSC_KHZ => Ok(self.shared.tsc_khz.load(Ordering::Relaxed) as isize),
+            // The TSS and identity-map pages are only needed by VMX without
+            // unrestricted guest; accepted and ignored, as kvm-amd does.
+            ioc::KVM_SET_TSS_ADDR => Ok(0),
+            ioc::KVM_SET_IDENTITY_MAP_ADDR => {
+                let mut b = [0u8; 8];
+                UserSlice::new(arg, 8).reader().read_slice(&mut b)?;
+                Ok(0)
+            }
+            // `kvm_arch_vm_ioctl()`'s answer to what it does not know.
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn enable_cap(&self, _vm: &Vm, _cap: &KvmEnableCap) -> Result<isize> {
+        Err(EINVAL)
+    }
+
+    fn create_vcpu(&self, _vm: &Vm, id: u32) -> Result<KBox<dyn ArchVcpu>> {
+        let shared = VcpuShared::new(id)?;
+        let v = vcpu::X86Vcpu::new(self.shared.clone(), shared.clone())?;
+        let v = KBox::new(v, GFP_KERNEL_ACCOUNT)?;
+        let v: KBox<dyn ArchVcpu> = v;
+        self.shared.vcpus.lock().push(shared, GFP_KERNEL_ACCOUNT)?;
+        Ok(v)
+    }
+
+    fn memslot_changed(&self, _vm: &Vm, change: &Change) {
+        match *change {
+            Change::Delete { old } | Change::Move { old, .. } => {
+                self.shared.zap_gfn_range(old.base_gfn, old.end_gfn());
+            }
+            Change::FlagsOnly { .. } | Change::Create { .. } | Change::Nothing => {}
+        }
+    }
 }

@@ -50,5 +50,17 @@ mod memslots;
 mod paging_tmpl;
 
 #[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/emulate.rs"]
+mod emulate;
+
+#[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/lapic.rs"]
 mod lapic;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/regs.rs"]
+mod regs;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/msrs.rs"]
+mod msrs;

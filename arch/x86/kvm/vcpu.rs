@@ -1,0 +1,1749 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The x86 vCPU (`struct kvm_vcpu_arch` and the vCPU half of
+//! `arch/x86/kvm/x86.c`): register state and its ioctls, `KVM_RUN`'s loop,
+//! and the handling of every exit the backends decode, the same for SVM and
+//! VMX.
+
+use super::backend::{vector, Backend, EntryCtx, Event, Exit, VendorVcpu};
+use super::cpuid::{self, feature, CpuidEntry};
+use super::emulate::{self, ExecMode, MmioInsn, MmioOp};
+use super::ioc;
+use super::lapic::{self, Action, Lapic, LapicConfig, VmFlags};
+use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
+use super::msrs::{self, *};
+use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
+use super::{VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
+use crate::kvm_main::{ArchVcpu, VcpuCtx, Vm};
+use crate::uapi::{self, exit, internal, run};
+use core::sync::atomic::Ordering;
+use kernel::{
+    fpu::{GuestFpu, KVM_XSAVE_SIZE},
+    prelude::*,
+    smp::IrqDisabled,
+    sync::Arc,
+    uaccess::UserSlice,
+    user_mem::PinnedPage,
+    x86,
+};
+
+/// `KVM_MP_STATE_*`.
+mod mp {
+    pub(super) const RUNNABLE: u32 = 0;
+    pub(super) const UNINITIALIZED: u32 = 1;
+    pub(super) const INIT_RECEIVED: u32 = 2;
+    pub(super) const HALTED: u32 = 3;
+    pub(super) const SIPI_RECEIVED: u32 = 4;
+}
+
+/// CR0 bits.
+mod cr0 {
+    pub(super) const PE: u64 = 1 << 0;
+    pub(super) const NW: u64 = 1 << 29;
+    pub(super) const CD: u64 = 1 << 30;
+    pub(super) const PG: u64 = 1 << 31;
+}
+
+/// CR4 bits.
+mod cr4 {
+    pub(super) const PAE: u64 = 1 << 5;
+    pub(super) const UMIP: u64 = 1 << 11;
+    pub(super) const LA57: u64 = 1 << 12;
+    pub(super) const VMXE: u64 = 1 << 13;
+    pub(super) const FSGSBASE: u64 = 1 << 16;
+    pub(super) const PCIDE: u64 = 1 << 17;
+    pub(super) const OSXSAVE: u64 = 1 << 18;
+    pub(super) const SMEP: u64 = 1 << 20;
+    pub(super) const SMAP: u64 = 1 << 21;
+    pub(super) const PKE: u64 = 1 << 22;
+    pub(super) const LAM_SUP: u64 = 1 << 28;
+    /// Every bit KVM can let a guest set (C: `CR4_RESERVED_BITS`' complement).
+    pub(super) const KNOWN: u64 = 0x1ff
+        | (1 << 9)
+        | (1 << 10)
+        | UMIP
+        | LA57
+        | VMXE
+        | FSGSBASE
+        | PCIDE
+        | OSXSAVE
+        | SMEP
+        | SMAP
+        | PKE
+        | LAM_SUP;
+}
+
+/// RFLAGS bits.
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_DF: u64 = 1 << 10;
+const RFLAGS_VM: u64 = 1 << 17;
+
+/// XCR0 bits.
+const XFEATURE_FP: u64 = 1;
+const XFEATURE_SSE: u64 = 2;
+const XFEATURE_YMM: u64 = 4;
+const XFEATURE_BNDREGS: u64 = 8;
+const XFEATURE_BNDCSR: u64 = 16;
+const XFEATURE_AVX512: u64 = 0xe0;
+
+/// `-KVM_ENOSYS` and `-KVM_EPERM`, the hypercall results (`include/uapi/linux/kvm_para.h`).
+const KVM_ENOSYS: u64 = 1000;
+const KVM_EPERM: u64 = 1;
+
+/// What an exit handler wants next.
+enum Flow {
+    /// Enter the guest again.
+    Resume,
+    /// Return to user space; `kvm_run` says why.
+    User,
+}
+
+/// An I/O exit user space has to complete.
+#[derive(Clone, Copy)]
+struct PendingIo {
+    size: u8,
+    input: bool,
+    string: bool,
+    /// Items transferred by this exit.
+    count: u32,
+    rep: bool,
+    addr_size: u8,
+    /// Where RIP goes once the instruction completes.
+    next_rip: u64,
+}
+
+/// An MMIO read user space has to complete.
+#[derive(Clone, Copy)]
+struct PendingMmio {
+    insn: MmioInsn,
+    len: u32,
+    next_rip: u64,
+}
+
+/// `KVM_CAP_XSAVE2`: the size of `struct kvm_xsave` for the supported XCR0,
+/// at least 4096.
+pub(crate) fn xsave2_size(supported: &[CpuidEntry]) -> usize {
+    let size = cpuid::find(supported, 0xd, 0).map_or(0, |e| e.ebx as usize);
+    size.max(KVM_XSAVE_SIZE)
+}
+
+/// Guest memory for the page-table walker, read through the memory slots.
+struct WalkMem<'a>(&'a Vm);
+
+impl GuestMem for WalkMem<'_> {
+    fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ()> {
+        let mut b = [0u8; 8];
+        self.0.read_guest(gpa, &mut b).map_err(|_| ())?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn read_u32(&mut self, gpa: u64) -> core::result::Result<u32, ()> {
+        let mut b = [0u8; 4];
+        self.0.read_guest(gpa, &mut b).map_err(|_| ())?;
+        Ok(u32::from_le_bytes(b))
+    }
+}
+
+/// Host time in nanoseconds, for the LAPIC timer registers.
+fn now_ns() -> u64 {
+    kernel::time::Ktime::ktime_get().to_ns() as u64
+}
+
+/// An x86 vCPU.
+pub(crate) struct X86Vcpu<B: Backend> {
+    vm: Arc<X86VmShared<B>>,
+    shared: Arc<VcpuShared>,
+    hw: B::Vcpu,
+    gprs: [u64; 16],
+    rip: u64,
+    cpuid: KVec<CpuidEntry>,
+    /// The table of `KVM_GET_SUPPORTED_CPUID`, for validation.
+    supported_xcr0: u64,
+    /// KVM_RUN ran at least once (CPUID changes are then refused).
+    ran: bool,
+    xcr0: u64,
+    fpu: GuestFpu,
+    lapic: Lapic,
+    mp_state: u32,
+    tsc_offset: u64,
+    tsc_adjust: u64,
+    misc_enable: u64,
+    misc_features_enables: u64,
+    hwcr: u64,
+    microcode: u64,
+    /// Emulated DR0-DR3.
+    db: [u64; 4],
+    /// An exception raised by emulation, injected at the next entry.
+    pending_exception: Option<Event>,
+    /// The event an exit interrupted, injected again at the next entry.
+    reinject: Option<Event>,
+    /// An NMI from `KVM_NMI` or the LAPIC, not injected yet.
+    nmi_pending: bool,
+    /// Without an in-kernel irqchip: the vector of `KVM_INTERRUPT`.
+    user_irq: Option<u8>,
+    pending_io: Option<PendingIo>,
+    pending_mmio: Option<PendingMmio>,
+    tlb_gen_seen: u64,
+    last_cpu: u32,
+}
+
+impl<B: Backend> X86Vcpu<B> {
+    /// A vCPU in its power-on state (`kvm_arch_vcpu_create()` and
+    /// `kvm_vcpu_reset()`), with the supported CPUID table until user space
+    /// sets its own.
+    pub(crate) fn new(vm: Arc<X86VmShared<B>>, shared: Arc<VcpuShared>) -> Result<Self> {
+        let supported: &[CpuidEntry] = &vm.supported;
+        let mut cpuid = KVec::new();
+        cpuid.extend_from_slice(supported, GFP_KERNEL_ACCOUNT)?;
+        let supported_xcr0 = cpuid::find(supported, 0xd, 0)
+            .map_or(0, |e| u64::from(e.eax) | u64::from(e.edx) << 32);
+        let hw = vm.backend.create_vcpu()?;
+        let id = shared.id;
+        let irqchip = vm.irqchip.load(Ordering::SeqCst);
+        let mut lapic = Lapic::new(id, LapicConfig::DEFAULT);
+        lapic.reset(id == 0, &VmFlags::DEFAULT);
+        let mut v = Self {
+            vm,
+            shared,
+            hw,
+            gprs: [0; 16],
+            rip: 0xfff0,
+            cpuid,
+            supported_xcr0,
+            ran: false,
+            xcr0: XFEATURE_FP,
+            fpu: GuestFpu::new()?,
+            lapic,
+            mp_state: if !irqchip || id == 0 { mp::RUNNABLE } else { mp::UNINITIALIZED },
+            tsc_offset: 0,
+            tsc_adjust: 0,
+            misc_enable: MISC_ENABLE_RESET,
+            misc_features_enables: 0,
+            hwcr: 0,
+            microcode: u64::from(x86::microcode_rev()) << 32,
+            db: [0; 4],
+            pending_exception: None,
+            reinject: None,
+            nmi_pending: false,
+            user_irq: None,
+            pending_io: None,
+            pending_mmio: None,
+            tlb_gen_seen: 0,
+            last_cpu: 0,
+        };
+        // The guest TSC starts at 0 (C: `kvm_synchronize_tsc(vcpu, 0)`).
+        v.set_tsc_offset(0u64.wrapping_sub(x86::rdtsc()));
+        v.reset_gprs();
+        v.update_lapic_caps();
+        Ok(v)
+    }
+
+    fn irqchip(&self) -> bool {
+        self.vm.irqchip.load(Ordering::Relaxed)
+    }
+
+    fn set_tsc_offset(&mut self, off: u64) {
+        self.tsc_offset = off;
+        self.hw.set_tsc_offset(off);
+    }
+
+    fn guest_tsc(&self) -> u64 {
+        x86::rdtsc().wrapping_add(self.tsc_offset)
+    }
+
+    /// RDX at reset holds the CPU signature (CPUID.1:EAX), as on hardware.
+    fn reset_gprs(&mut self) {
+        self.gprs = [0; 16];
+        self.gprs[gpr::RDX] = u64::from(cpuid::lookup(&self.cpuid, 1, 0)[0]).max(0x600);
+        self.rip = 0xfff0;
+    }
+
+    fn has(&self, f: cpuid::Feature) -> bool {
+        cpuid::has(&self.cpuid, f)
+    }
+
+    fn update_lapic_caps(&mut self) {
+        let caps = lapic::GuestCaps {
+            x2apic: self.has(feature::X2APIC),
+            tsc_deadline: self.has(feature::TSC_DEADLINE),
+            maxphyaddr: cpuid::guest_maxphyaddr(&self.cpuid),
+            intel_compatible: !self.guest_is_amd(),
+        };
+        self.lapic.set_guest_caps(caps);
+    }
+
+    fn guest_is_amd(&self) -> bool {
+        matches!(cpuid::find(&self.cpuid, 0, 0), Some(e) if e.ebx == 0x6874_7541 || e.ebx == 0x6f67_7948)
+    }
+
+    fn runtime_state(&self) -> cpuid::RuntimeState {
+        cpuid::RuntimeState { cr4: self.hw.cr4(), xcr0: self.xcr0, apic_enabled: self.lapic.hw_enabled() }
+    }
+
+    /// The XCR0 bits the guest may set: its CPUID.0xD.0 EDX:EAX within the
+    /// supported ones, plus x87 (C: `guest_supported_xcr0`).
+    fn guest_supported_xcr0(&self) -> u64 {
+        let g = cpuid::find(&self.cpuid, 0xd, 0).map_or(0, |e| u64::from(e.eax) | u64::from(e.edx) << 32);
+        (g & self.supported_xcr0) | XFEATURE_FP
+    }
+
+    /// `__kvm_set_xcr()`: whether `xcr0` is a valid XCR0 for this guest.
+    fn xcr0_valid(&self, xcr0: u64) -> bool {
+        xcr0 & XFEATURE_FP != 0
+            && !(xcr0 & XFEATURE_YMM != 0 && xcr0 & XFEATURE_SSE == 0)
+            && xcr0 & !self.guest_supported_xcr0() == 0
+            && (xcr0 & XFEATURE_BNDREGS == 0) == (xcr0 & XFEATURE_BNDCSR == 0)
+            && !(xcr0 & XFEATURE_AVX512 != 0 && (xcr0 & XFEATURE_YMM == 0 || xcr0 & XFEATURE_AVX512 != XFEATURE_AVX512))
+    }
+
+    // ---- paging and guest memory ----
+
+    fn paging_ctx(&self) -> PagingCtx {
+        PagingCtx {
+            cr0: self.hw.cr0(),
+            cr3: self.hw.cr3(),
+            cr4: self.hw.cr4(),
+            efer: self.hw.efer(),
+            maxphyaddr: cpuid::guest_maxphyaddr(&self.cpuid),
+            gbpages: self.has(feature::GBPAGES),
+            amd: self.guest_is_amd(),
+        }
+    }
+
+    fn exec_mode(&self) -> ExecMode {
+        let cs = self.hw.seg(Seg::Cs);
+        ExecMode::from_state(
+            self.hw.cr0() & cr0::PE != 0,
+            self.hw.rflags() & RFLAGS_VM != 0,
+            self.hw.efer() & efer::LMA != 0,
+            cs.l != 0,
+            cs.db != 0,
+        )
+    }
+
+    /// The linear address of `off` in segment `seg` (no limit checks: the
+    /// hardware checked them before the exit for the accesses emulated here).
+    fn linear(&self, seg: Seg, off: u64) -> u64 {
+        if self.exec_mode() == ExecMode::Long64 {
+            match seg {
+                Seg::Fs | Seg::Gs => self.hw.seg(seg).base.wrapping_add(off),
+                _ => off,
+            }
+        } else {
+            self.hw.seg(seg).base.wrapping_add(off) & 0xffff_ffff
+        }
+    }
+
+    fn translate(&self, vm: &Vm, gva: u64, write: bool, fetch: bool) -> core::result::Result<u64, WalkError> {
+        let access = Access {
+            write,
+            fetch,
+            user: self.hw.cpl() == 3,
+            smap_override: self.hw.rflags() & (1 << 18) != 0,
+        };
+        paging_tmpl::translate(&mut WalkMem(vm), &self.paging_ctx(), gva, access).map(|t| t.gpa)
+    }
+
+    /// Queues the exception a failed walk calls for.
+    fn walk_fault(&mut self, gva: u64, e: WalkError) {
+        match e {
+            WalkError::PageFault { error_code } => {
+                self.hw.set_cr2(gva);
+                self.queue_exception(vector::PF, Some(error_code));
+            }
+            WalkError::NoMemory { .. } => {
+                self.hw.set_cr2(gva);
+                self.queue_exception(vector::PF, Some(0));
+            }
+            WalkError::NonCanonical => self.queue_exception(vector::GP, Some(0)),
+        }
+    }
+
+    /// Copies guest-virtual memory at `gva` (for string I/O). On a fault the
+    /// exception is queued and `Ok(false)` returned.
+    fn read_virt(&mut self, vm: &Vm, gva: u64, buf: &mut [u8]) -> Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            let va = gva.wrapping_add(done as u64);
+            let n = (4096 - (va & 0xfff) as usize).min(buf.len() - done);
+            match self.translate(vm, va, false, false) {
+                Ok(gpa) => vm.read_guest(gpa, &mut buf[done..done + n])?,
+                Err(e) => {
+                    self.walk_fault(va, e);
+                    return Ok(false);
+                }
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// Copies into guest-virtual memory at `gva`; like [`Self::read_virt`].
+    fn write_virt(&mut self, vm: &Vm, gva: u64, buf: &[u8]) -> Result<bool> {
+        let mut done = 0;
+        while done < buf.len() {
+            let va = gva.wrapping_add(done as u64);
+            let n = (4096 - (va & 0xfff) as usize).min(buf.len() - done);
+            match self.translate(vm, va, true, false) {
+                Ok(gpa) => vm.write_guest(gpa, &buf[done..done + n])?,
+                Err(e) => {
+                    self.walk_fault(va, e);
+                    return Ok(false);
+                }
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// The bytes at CS:RIP, up to 15, fewer if the fetch runs into a page it
+    /// cannot read. `None` if not even the first byte can be fetched.
+    fn fetch_insn(&self, vm: &Vm) -> Option<([u8; emulate::MAX_INSN_LEN], usize)> {
+        let mut buf = [0u8; emulate::MAX_INSN_LEN];
+        let start = self.linear(Seg::Cs, self.rip);
+        let mut got = 0;
+        while got < buf.len() {
+            let va = start.wrapping_add(got as u64);
+            let n = (4096 - (va & 0xfff) as usize).min(buf.len() - got);
+            let Ok(gpa) = self.translate(vm, va, false, true) else { break };
+            if vm.read_guest(gpa, &mut buf[got..got + n]).is_err() {
+                break;
+            }
+            got += n;
+        }
+        (got > 0).then_some((buf, got))
+    }
+
+    // ---- events ----
+
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        self.pending_exception = Some(Event::Exception { vector, error_code });
+    }
+
+    fn gp(&mut self) {
+        self.queue_exception(vector::GP, Some(0));
+    }
+
+    fn ud(&mut self) {
+        self.queue_exception(vector::UD, None);
+    }
+
+    /// Moves interrupts posted by other vCPUs and devices into the LAPIC.
+    fn drain_posted(&mut self) {
+        if self.shared.posted_nmi.swap(false, Ordering::SeqCst) {
+            self.nmi_pending = true;
+        }
+        for w in 0..4 {
+            let irr = self.shared.posted_irr[w].swap(0, Ordering::SeqCst);
+            if irr == 0 {
+                continue;
+            }
+            let tmr = self.shared.posted_tmr[w].fetch_and(!irr, Ordering::SeqCst);
+            for b in 0..64 {
+                if irr & (1 << b) != 0 {
+                    let v = (w * 64 + b) as u8;
+                    self.lapic.accept_fixed(v, tmr & (1 << b) != 0);
+                }
+            }
+        }
+    }
+
+    /// Picks the event to inject at the next entry (C: `kvm_check_and_inject_events()`).
+    fn inject_events(&mut self, ctx: &VcpuCtx<'_>) {
+        if let Some(ev) = self.reinject.take() {
+            self.hw.inject(ev);
+            return;
+        }
+        if let Some(ev) = self.pending_exception.take() {
+            self.hw.inject(ev);
+            return;
+        }
+        if self.nmi_pending && self.hw.nmi_allowed() {
+            self.nmi_pending = false;
+            self.hw.inject(Event::Nmi);
+            return;
+        }
+        if self.irqchip() {
+            if let Some(v) = self.lapic.highest_pending() {
+                if self.hw.interrupt_allowed() {
+                    self.lapic.ack(v);
+                    self.hw.inject(Event::Interrupt { vector: v, soft: false });
+                } else {
+                    self.hw.set_interrupt_window(true);
+                }
+            }
+        } else if let Some(v) = self.user_irq {
+            if self.hw.interrupt_allowed() {
+                self.user_irq = None;
+                self.hw.inject(Event::Interrupt { vector: v, soft: false });
+            } else {
+                self.hw.set_interrupt_window(true);
+            }
+        } else if ctx.run.read_u8(run::REQUEST_INTERRUPT_WINDOW) != 0 && !self.hw.interrupt_allowed() {
+            self.hw.set_interrupt_window(true);
+        }
+    }
+
+    /// Whether a halted vCPU has something to wake for (C: `kvm_vcpu_has_events()`).
+    fn has_wake_event(&self) -> bool {
+        if self.nmi_pending {
+            return true;
+        }
+        let if_set = self.hw.rflags() & RFLAGS_IF != 0;
+        if_set && (self.lapic.highest_pending().is_some() || self.user_irq.is_some())
+    }
+
+    /// Sleeps while halted; `Err(EINTR)` on a signal.
+    fn block(&mut self, ctx: &VcpuCtx<'_>) -> Result {
+        loop {
+            self.drain_posted();
+            self.handle_init_sipi();
+            match self.mp_state {
+                mp::HALTED if self.has_wake_event() => {
+                    self.mp_state = mp::RUNNABLE;
+                    return Ok(());
+                }
+                mp::RUNNABLE => return Ok(()),
+                _ => {}
+            }
+            let mut g = self.shared.wait_lock.lock();
+            if self.shared.pending.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            if self.shared.wake.wait_interruptible(&mut g) {
+                drop(g);
+                ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
+                return Err(EINTR);
+            }
+        }
+    }
+
+    /// INIT and SIPI from the LAPIC (C: `kvm_apic_accept_events()`).
+    fn handle_init_sipi(&mut self) {
+        if self.lapic.take_init() {
+            let bsp = self.lapic.apic_base() & lapic::APICBASE_BSP != 0;
+            self.lapic.init(bsp, &VmFlags::DEFAULT);
+            self.hw.reset();
+            self.reset_gprs();
+            self.mp_state = if bsp { mp::RUNNABLE } else { mp::INIT_RECEIVED };
+        }
+        if let Some(v) = self.lapic.take_sipi() {
+            if self.mp_state == mp::INIT_RECEIVED {
+                let cs = KvmSegment {
+                    selector: u16::from(v) << 8,
+                    base: u64::from(v) << 12,
+                    ..self.hw.seg(Seg::Cs)
+                };
+                self.hw.set_seg(Seg::Cs, &cs);
+                self.rip = 0;
+                self.mp_state = mp::RUNNABLE;
+            }
+        }
+    }
+
+    /// Carries out what a LAPIC register write asked for.
+    fn lapic_action(&mut self, a: Option<Action>) {
+        match a {
+            Some(Action::Ipi(ipi)) => self.send_ipi(&ipi),
+            Some(Action::Eoi { .. }) | Some(Action::Timer(_)) | None => {}
+        }
+    }
+
+    /// Delivers an IPI. Destinations are matched against this vCPU's LAPIC
+    /// for self-IPIs; other vCPUs receive fixed interrupts and NMIs by their
+    /// vCPU id as xAPIC physical ID (kvm-rs keeps the APIC ID equal to the
+    /// vCPU id; logical destinations to other vCPUs are not routed yet).
+    fn send_ipi(&mut self, ipi: &lapic::Ipi) {
+        use lapic::{DeliveryMode, Shorthand, Source};
+        let me = self.shared.id;
+        let to_self = self.lapic.matches_dest(&ipi.dest, Source::ThisApic, &VmFlags::DEFAULT);
+        if to_self {
+            self.lapic.accept(&ipi.irq);
+        }
+        let others: &[Arc<VcpuShared>] = &self.vm.vcpus.lock();
+        for v in others.iter().filter(|v| v.id != me) {
+            let hit = match ipi.dest.shorthand {
+                Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf => true,
+                Shorthand::ToSelf => false,
+                Shorthand::None => !ipi.dest.logical && (ipi.dest.id == v.id || ipi.dest.id == 0xff),
+            };
+            if !hit {
+                continue;
+            }
+            match ipi.irq.mode {
+                DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                    v.post_interrupt(ipi.irq.vector, ipi.irq.level_triggered)
+                }
+                DeliveryMode::Nmi => v.post_nmi(),
+                _ => {}
+            }
+        }
+    }
+
+    // ---- state ioctls ----
+
+    fn get_regs(&self) -> KvmRegs {
+        KvmRegs { gprs: self.gprs, rip: self.rip, rflags: self.hw.rflags() }
+    }
+
+    fn set_regs(&mut self, r: &KvmRegs) {
+        self.gprs = r.gprs;
+        self.rip = r.rip;
+        // Bit 1 of RFLAGS is always 1 (C: `kvm_set_rflags()` callers set it).
+        self.hw.set_rflags(r.rflags | 2);
+        // A new RIP cancels an instruction in progress.
+        self.pending_exception = None;
+    }
+
+    fn get_sregs(&self) -> KvmSregs {
+        let mut s = KvmSregs::default();
+        for seg in Seg::ALL {
+            *s.seg_mut(seg) = self.hw.seg(seg);
+        }
+        s.gdt = self.hw.gdt();
+        s.idt = self.hw.idt();
+        s.cr0 = self.hw.cr0();
+        s.cr2 = self.hw.cr2();
+        s.cr3 = self.hw.cr3();
+        s.cr4 = self.hw.cr4();
+        s.cr8 = self.lapic.cr8();
+        s.efer = self.hw.efer();
+        s.apic_base = self.lapic.apic_base();
+        if let Some(Event::Interrupt { vector, soft: false }) = self.reinject {
+            s.interrupt_bitmap[usize::from(vector / 64)] |= 1 << (vector % 64);
+        }
+        s
+    }
+
+    /// CR4 bits this guest may not set: unknown to KVM, not supported by
+    /// kvm-rs on this host, or absent from the guest's CPUID (C:
+    /// `kvm_is_valid_cr4()` with `cr4_reserved_bits` and the guest's).
+    fn cr4_reserved(&self) -> u64 {
+        let mut r = !cr4::KNOWN;
+        let checks = [
+            (feature::XSAVE, cr4::OSXSAVE),
+            (feature::SMEP, cr4::SMEP),
+            (feature::SMAP, cr4::SMAP),
+            (feature::FSGSBASE, cr4::FSGSBASE),
+            (feature::PKU, cr4::PKE),
+            (feature::LA57, cr4::LA57),
+            (feature::UMIP, cr4::UMIP),
+            (feature::VMX, cr4::VMXE),
+            (feature::PCID, cr4::PCIDE),
+            (feature::LAM, cr4::LAM_SUP),
+        ];
+        for (f, bit) in checks {
+            // Both the host (what kvm-rs offers) and the guest must have it.
+            if !cpuid::has(&self.vm.supported, f) || !self.has(f) {
+                r |= bit;
+            }
+        }
+        // kvm-rs does not nest VMX, and the guest cannot enter VMX operation.
+        r | cr4::VMXE
+    }
+
+    fn cr0_valid(v: u64) -> bool {
+        v >> 32 == 0 && !(v & cr0::NW != 0 && v & cr0::CD == 0) && !(v & cr0::PG != 0 && v & cr0::PE == 0)
+    }
+
+    /// `kvm_is_valid_sregs()` and `__set_sregs()`.
+    fn set_sregs(&mut self, s: &KvmSregs) -> Result {
+        let cs = s.seg(Seg::Cs);
+        if s.efer & efer::LME != 0 && s.cr0 & cr0::PG != 0 {
+            if s.cr4 & cr4::PAE == 0 || s.efer & efer::LMA == 0 {
+                return Err(EINVAL);
+            }
+            let maxphy = cpuid::guest_maxphyaddr(&self.cpuid);
+            if maxphy < 64 && s.cr3 >> maxphy != 0 {
+                return Err(EINVAL);
+            }
+        } else if s.efer & efer::LMA != 0 || cs.l != 0 {
+            return Err(EINVAL);
+        }
+        if s.cr4 & self.cr4_reserved() != 0 || !Self::cr0_valid(s.cr0) {
+            return Err(EINVAL);
+        }
+        if !msrs::efer_write_ok(self.hw.efer(), s.efer, self.efer_caps(), false, true) {
+            return Err(EINVAL);
+        }
+        if self.irqchip() {
+            self.lapic.set_apic_base(s.apic_base, true).map_err(|_| EINVAL)?;
+        }
+        for seg in Seg::ALL {
+            self.hw.set_seg(seg, s.seg(seg));
+        }
+        self.hw.set_gdt(&s.gdt);
+        self.hw.set_idt(&s.idt);
+        self.hw.set_cr2(s.cr2);
+        self.hw.set_cr3(s.cr3);
+        self.hw.set_cr4(s.cr4);
+        self.hw.set_cr0(s.cr0);
+        self.hw.set_efer(s.efer);
+        if self.irqchip() {
+            self.lapic.set_cr8(s.cr8);
+        }
+        // One pending external interrupt (without an in-kernel irqchip).
+        let bits = s.interrupt_bitmap;
+        if let Some((w, v)) = bits.iter().enumerate().find(|(_, v)| **v != 0) {
+            let vec = (w * 64) as u32 + v.trailing_zeros();
+            if !self.irqchip() {
+                self.user_irq = Some(vec as u8);
+            }
+        }
+        self.mp_state_after_sregs();
+        Ok(())
+    }
+
+    fn mp_state_after_sregs(&mut self) {
+        // C: a vCPU waiting for SIPI that gets CS from user space is
+        // treated as started (`kvm_vcpu_is_bsp` quirk in `__set_sregs`).
+        if self.mp_state == mp::SIPI_RECEIVED {
+            self.mp_state = mp::RUNNABLE;
+        }
+    }
+
+    fn efer_caps(&self) -> EferCaps {
+        EferCaps {
+            lm: self.has(feature::LM),
+            nx: self.has(feature::NX),
+            svm: false,
+            ffxsr: self.has(feature::FFXSR),
+        }
+    }
+
+    fn get_fpu(&self) -> KvmFpu {
+        let mut buf = KVec::from_elem(0u8, self.fpu.uabi_size().max(KVM_XSAVE_SIZE), GFP_KERNEL).unwrap_or_default();
+        if buf.len() < KVM_XSAVE_SIZE {
+            return KvmFpu::from_fxsave(&[0u8; 512]);
+        }
+        self.fpu.get_uabi(&mut buf, self.guest_supported_xcr0(), 0);
+        KvmFpu::from_fxsave(&buf[..512])
+    }
+
+    fn set_fpu(&mut self, f: &KvmFpu) -> Result {
+        let mut buf = KVec::from_elem(0u8, self.fpu.uabi_size().max(KVM_XSAVE_SIZE), GFP_KERNEL)?;
+        self.fpu.get_uabi(&mut buf, self.guest_supported_xcr0(), 0);
+        f.to_fxsave(&mut buf[..512]);
+        // XSTATE_BV: x87 and SSE state present.
+        buf[512] |= 3;
+        let mut pkru = 0;
+        self.fpu.set_uabi(&buf, self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE, &mut pkru)
+    }
+
+    // ---- MSRs ----
+
+    /// `kvm_get_msr_common()` and the backend's: `Err(())` is #GP for a
+    /// guest, a failed entry for `KVM_GET_MSRS`.
+    fn get_msr(&self, index: u32, host: bool) -> core::result::Result<u64, ()> {
+        if let Some(v) = self.hw.get_msr(index) {
+            return Ok(v);
+        }
+        Ok(match index {
+            MSR_EFER => self.hw.efer(),
+            MSR_IA32_TSC => self.guest_tsc(),
+            MSR_IA32_TSC_ADJUST if host || self.has(feature::TSC_ADJUST) => self.tsc_adjust,
+            MSR_IA32_APICBASE => self.lapic.apic_base(),
+            MSR_IA32_MISC_ENABLE => self.misc_enable,
+            MSR_PLATFORM_INFO => 0,
+            MSR_MISC_FEATURES_ENABLES => self.misc_features_enables,
+            MSR_IA32_UCODE_REV => self.microcode,
+            MSR_K7_HWCR => self.hwcr,
+            MSR_IA32_TSC_DEADLINE if self.irqchip() && (host || self.has(feature::TSC_DEADLINE)) => {
+                self.lapic.tsc_deadline()
+            }
+            X2APIC_FIRST..=X2APIC_LAST if self.irqchip() => self.lapic.rdmsr(index, now_ns()).map_err(|_| ())?,
+            _ => return Err(()),
+        })
+    }
+
+    /// `kvm_set_msr_common()` and the backend's.
+    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> core::result::Result<(), ()> {
+        if let Some(r) = self.hw.set_msr(index, value) {
+            return r;
+        }
+        match index {
+            MSR_EFER => {
+                let paging = self.hw.cr0() & cr0::PG != 0;
+                if !msrs::efer_write_ok(self.hw.efer(), value, self.efer_caps(), paging, host) {
+                    return Err(());
+                }
+                // LMA follows LME and CR0.PG; a guest cannot set it.
+                let lma = self.hw.efer() & efer::LMA;
+                let v = if host { value } else { (value & !efer::LMA) | lma };
+                self.hw.set_efer(v);
+            }
+            MSR_IA32_TSC => {
+                if host {
+                    self.set_tsc_offset(value.wrapping_sub(x86::rdtsc()));
+                } else {
+                    let delta = value.wrapping_sub(self.guest_tsc());
+                    self.tsc_adjust = self.tsc_adjust.wrapping_add(delta);
+                    self.set_tsc_offset(self.tsc_offset.wrapping_add(delta));
+                }
+            }
+            MSR_IA32_TSC_ADJUST if host || self.has(feature::TSC_ADJUST) => {
+                if !host {
+                    let delta = value.wrapping_sub(self.tsc_adjust);
+                    self.set_tsc_offset(self.tsc_offset.wrapping_add(delta));
+                }
+                self.tsc_adjust = value;
+            }
+            MSR_IA32_APICBASE => {
+                if self.irqchip() {
+                    self.lapic.set_apic_base(value, host).map_err(|_| ())?;
+                } else {
+                    return Err(());
+                }
+            }
+            MSR_IA32_MISC_ENABLE => {
+                self.misc_enable = msrs::misc_enable_write(self.misc_enable, value, host).ok_or(())?;
+            }
+            MSR_PLATFORM_INFO => {
+                // Read-only for the guest; user space may write what kvm-rs
+                // offers: CPUID faulting is not offered yet.
+                if !host || value != 0 {
+                    return Err(());
+                }
+            }
+            MSR_MISC_FEATURES_ENABLES => {
+                if value != 0 {
+                    return Err(());
+                }
+                self.misc_features_enables = value;
+            }
+            MSR_IA32_UCODE_REV => {
+                // The guest writes 0 to ask for the revision; only user space sets it.
+                if host {
+                    self.microcode = value;
+                }
+            }
+            MSR_K7_HWCR => self.hwcr = msrs::hwcr_write(value).ok_or(())?,
+            MSR_IA32_TSC_DEADLINE if self.irqchip() && (host || self.has(feature::TSC_DEADLINE)) => {
+                let _ = self.lapic.set_tsc_deadline(value);
+            }
+            X2APIC_FIRST..=X2APIC_LAST if self.irqchip() => {
+                let a = self.lapic.wrmsr(index, value, now_ns()).map_err(|_| ())?;
+                self.lapic_action(a);
+            }
+            _ => return Err(()),
+        }
+        Ok(())
+    }
+
+    /// `KVM_GET_MSRS` / `KVM_SET_MSRS` on the vCPU: processes entries until
+    /// one fails, returns how many succeeded.
+    fn msrs_ioctl(&mut self, arg: usize, set: bool) -> Result<isize> {
+        let mut hdr = [0u8; 8];
+        UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+        let n = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        if n >= MAX_IO_MSRS {
+            return Err(E2BIG);
+        }
+        let len = n as usize * MSR_ENTRY_SIZE;
+        let mut buf = KVec::from_elem(0u8, len, GFP_KERNEL)?;
+        UserSlice::new(arg + 8, len).reader().read_slice(&mut buf)?;
+        let mut done = 0;
+        for e in buf.chunks_exact_mut(MSR_ENTRY_SIZE) {
+            let index = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
+            let ok = if set {
+                let mut d = [0u8; 8];
+                d.copy_from_slice(&e[8..16]);
+                self.set_msr(index, u64::from_ne_bytes(d), true).is_ok()
+            } else {
+                match self.get_msr(index, true) {
+                    Ok(v) => {
+                        e[8..16].copy_from_slice(&v.to_ne_bytes());
+                        true
+                    }
+                    Err(()) => false,
+                }
+            };
+            if !ok {
+                break;
+            }
+            done += 1;
+        }
+        if !set {
+            UserSlice::new(arg + 8, len).writer().write_slice(&buf)?;
+        }
+        Ok(done)
+    }
+
+    // ---- CPUID ----
+
+    fn set_cpuid2(&mut self, arg: usize) -> Result<isize> {
+        let mut hdr = [0u8; 8];
+        UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+        let n = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        if n > cpuid::KVM_MAX_CPUID_ENTRIES {
+            return Err(E2BIG);
+        }
+        let mut r = UserSlice::new(arg + 8, n as usize * CpuidEntry::SIZE).reader();
+        let mut entries = KVec::with_capacity(n as usize, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..n {
+            let mut b = [0u8; CpuidEntry::SIZE];
+            r.read_slice(&mut b)?;
+            entries.push(CpuidEntry::from_bytes(&b), GFP_KERNEL_ACCOUNT)?;
+        }
+        cpuid::check_guest_table(&entries).map_err(|_| EINVAL)?;
+        if self.ran {
+            // After KVM_RUN only the same table is accepted (C:
+            // `kvm_cpuid_check_equal()`), ignoring the run-time bits.
+            let st = self.runtime_state();
+            let same = entries.len() == self.cpuid.len()
+                && entries.iter().zip(self.cpuid.iter()).all(|(a, b)| {
+                    let mut ra = [a.eax, a.ebx, a.ecx, a.edx];
+                    let mut rb = [b.eax, b.ebx, b.ecx, b.edx];
+                    cpuid::apply_runtime(&entries, a.function, a.index, &mut ra, &st);
+                    cpuid::apply_runtime(&self.cpuid, b.function, b.index, &mut rb, &st);
+                    (a.function, a.index, a.flags) == (b.function, b.index, b.flags) && ra == rb
+                });
+            return if same { Ok(0) } else { Err(EBUSY) };
+        }
+        self.cpuid = entries;
+        self.update_lapic_caps();
+        // XCR0 must stay within what the new table allows.
+        if !self.xcr0_valid(self.xcr0) {
+            self.xcr0 = XFEATURE_FP;
+        }
+        Ok(0)
+    }
+
+    fn get_cpuid2(&self, arg: usize) -> Result<isize> {
+        let mut hdr = [0u8; 8];
+        UserSlice::new(arg, 8).reader().read_slice(&mut hdr)?;
+        let n = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        if (n as usize) < self.cpuid.len() {
+            return Err(E2BIG);
+        }
+        let st = self.runtime_state();
+        let mut w = UserSlice::new(arg + 8, self.cpuid.len() * CpuidEntry::SIZE).writer();
+        for e in self.cpuid.iter() {
+            let mut r = [e.eax, e.ebx, e.ecx, e.edx];
+            cpuid::apply_runtime(&self.cpuid, e.function, e.index, &mut r, &st);
+            let out = CpuidEntry { eax: r[0], ebx: r[1], ecx: r[2], edx: r[3], ..*e };
+            w.write_slice(&out.to_bytes())?;
+        }
+        hdr[0..4].copy_from_slice(&(self.cpuid.len() as u32).to_ne_bytes());
+        UserSlice::new(arg, 8).writer().write_slice(&hdr)?;
+        Ok(0)
+    }
+
+    // ---- XSAVE ----
+
+    fn get_xsave(&self, arg: usize, size: usize) -> Result<isize> {
+        let mut buf = KVec::from_elem(0u8, size.max(KVM_XSAVE_SIZE), GFP_KERNEL)?;
+        self.fpu.get_uabi(&mut buf, self.guest_supported_xcr0(), 0);
+        UserSlice::new(arg, size).writer().write_slice(&buf[..size])?;
+        Ok(0)
+    }
+
+    fn set_xsave(&mut self, arg: usize) -> Result<isize> {
+        let size = self.fpu.uabi_size().max(KVM_XSAVE_SIZE);
+        let mut buf = KVec::from_elem(0u8, size, GFP_KERNEL)?;
+        UserSlice::new(arg, size).reader().read_slice(&mut buf)?;
+        let mut pkru = 0;
+        self.fpu.set_uabi(&buf, self.guest_supported_xcr0(), &mut pkru)?;
+        Ok(0)
+    }
+
+    fn get_xcrs(&self, arg: usize) -> Result<isize> {
+        let mut b = [0u8; 392];
+        b[0..4].copy_from_slice(&1u32.to_ne_bytes());
+        b[8..12].copy_from_slice(&0u32.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.xcr0.to_ne_bytes());
+        UserSlice::new(arg, b.len()).writer().write_slice(&b)?;
+        Ok(0)
+    }
+
+    fn set_xcrs(&mut self, arg: usize) -> Result<isize> {
+        let mut b = [0u8; 392];
+        UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+        let nr = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let flags = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+        if nr > 16 || flags != 0 {
+            return Err(EINVAL);
+        }
+        for i in 0..nr as usize {
+            let o = 8 + i * 16;
+            let xcr = u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            if xcr == 0 {
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&b[o + 8..o + 16]);
+                let v = u64::from_ne_bytes(v);
+                if !self.xcr0_valid(v) {
+                    return Err(EINVAL);
+                }
+                self.xcr0 = v;
+                break;
+            }
+        }
+        Ok(0)
+    }
+
+    // ---- events and debug registers ----
+
+    fn get_events(&self) -> KvmVcpuEvents {
+        let mut e = KvmVcpuEvents::default();
+        let exc = match (self.reinject, self.pending_exception) {
+            (Some(Event::Exception { vector, error_code }), _) | (None, Some(Event::Exception { vector, error_code })) => {
+                Some((vector, error_code))
+            }
+            _ => None,
+        };
+        if let Some((v, ec)) = exc {
+            e.exc_injected = 1;
+            e.exc_nr = v;
+            e.exc_has_error_code = u8::from(ec.is_some());
+            e.exc_error_code = ec.unwrap_or(0);
+        }
+        if let Some(Event::Interrupt { vector, soft }) = self.reinject {
+            e.irq_injected = 1;
+            e.irq_nr = vector;
+            e.irq_soft = u8::from(soft);
+        }
+        if self.hw.interrupt_shadow() {
+            e.irq_shadow = 1 | 2;
+        }
+        e.nmi_injected = u8::from(matches!(self.reinject, Some(Event::Nmi)));
+        e.nmi_pending = u8::from(self.nmi_pending);
+        e.nmi_masked = u8::from(!self.hw.nmi_allowed() && !self.hw.interrupt_shadow());
+        // KVM_VCPUEVENT_VALID_NMI_PENDING | _SHADOW | _SMM
+        e.flags = 1 | 4 | 8;
+        e
+    }
+
+    fn set_events(&mut self, e: &KvmVcpuEvents) -> Result {
+        // NMI_PENDING, SIPI_VECTOR, SHADOW, SMM, PAYLOAD, TRIPLE_FAULT.
+        if e.flags & !(1 | 2 | 4 | 8 | 16 | 32) != 0 {
+            return Err(EINVAL);
+        }
+        if e.flags & 16 != 0 || e.exc_pending != 0 {
+            // KVM_CAP_EXCEPTION_PAYLOAD is not offered.
+            return Err(EINVAL);
+        }
+        // SMM is not supported: only "not in SMM, nothing pending".
+        if e.flags & 8 != 0 && (e.smi[0] != 0 || e.smi[1] != 0) {
+            return Err(EINVAL);
+        }
+        if e.exc_injected != 0 && (e.exc_nr > 31 || e.exc_nr == 2) {
+            return Err(EINVAL);
+        }
+        self.reinject = None;
+        self.pending_exception = None;
+        if e.exc_injected != 0 {
+            self.reinject = Some(Event::Exception {
+                vector: e.exc_nr,
+                error_code: (e.exc_has_error_code != 0).then_some(e.exc_error_code),
+            });
+        } else if e.irq_injected != 0 {
+            self.reinject = Some(Event::Interrupt { vector: e.irq_nr, soft: e.irq_soft != 0 });
+        } else if e.nmi_injected != 0 {
+            self.reinject = Some(Event::Nmi);
+        }
+        if e.flags & 4 != 0 {
+            self.hw.set_interrupt_shadow(e.irq_shadow != 0);
+        }
+        if e.flags & 1 != 0 {
+            self.nmi_pending = e.nmi_pending != 0;
+        }
+        Ok(())
+    }
+
+    fn get_debugregs(&self) -> KvmDebugRegs {
+        KvmDebugRegs { db: self.db, dr6: self.hw.dr6(), dr7: self.hw.dr7(), flags: 0 }
+    }
+
+    fn set_debugregs(&mut self, d: &KvmDebugRegs) -> Result {
+        if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
+            return Err(EINVAL);
+        }
+        self.db = d.db;
+        self.hw.set_dr6(d.dr6);
+        self.hw.set_dr7(d.dr7);
+        Ok(())
+    }
+
+    // ---- KVM_RUN ----
+
+    /// `vcpu_run()`: enters the guest until something needs user space.
+    fn run_loop(&mut self, ctx: &VcpuCtx<'_>) -> Result<isize> {
+        if let Some(io) = self.pending_io.take() {
+            if let Flow::User = self.complete_io(ctx, io)? {
+                return Ok(0);
+            }
+        }
+        if let Some(m) = self.pending_mmio.take() {
+            self.complete_mmio(ctx, m);
+        }
+        if ctx.run.read_u8(run::IMMEDIATE_EXIT) != 0 {
+            ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
+            return Err(EINTR);
+        }
+        self.ran = true;
+        loop {
+            if kernel::current!().signal_pending() {
+                ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
+                return Err(EINTR);
+            }
+            self.drain_posted();
+            self.handle_init_sipi();
+            if self.mp_state != mp::RUNNABLE {
+                self.block(ctx)?;
+                continue;
+            }
+            kernel::smp::cond_resched();
+            self.inject_events(ctx);
+            let (exit, next) = {
+                let irq = IrqDisabled::new();
+                let cpu = irq.cpu();
+                self.shared.cpu.store(cpu, Ordering::SeqCst);
+                self.shared.mode.store(IN_GUEST_MODE, Ordering::SeqCst);
+                // A request posted after the checks above: handle it first.
+                if self.shared.pending.swap(false, Ordering::SeqCst) {
+                    self.shared.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
+                    drop(irq);
+                    self.undo_injection();
+                    continue;
+                }
+                let gen = self.vm.tlb_gen.load(Ordering::SeqCst);
+                let entry = EntryCtx {
+                    guest_xcr0: (self.hw.cr4() & cr4::OSXSAVE != 0 && self.xcr0 != x86::host_xcr0())
+                        .then_some(self.xcr0),
+                    host_xcr0: x86::host_xcr0(),
+                    tdp_root: self.vm.tdp_root,
+                    flush_tlb: gen != self.tlb_gen_seen || cpu != self.last_cpu,
+                };
+                self.tlb_gen_seen = gen;
+                self.last_cpu = cpu;
+                let r = self.hw.run(&irq, &entry, &mut self.gprs, &mut self.rip);
+                self.shared.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
+                r
+            };
+            self.reinject = self.hw.interrupted_event();
+            match self.handle_exit(ctx, exit, next)? {
+                Flow::Resume => continue,
+                Flow::User => return Ok(0),
+            }
+        }
+    }
+
+    /// An entry was abandoned after an event was programmed: keep it for the
+    /// next attempt.
+    fn undo_injection(&mut self) {}
+
+    /// Skips the instruction that exited: to `next` if the hardware told, else
+    /// past the instruction decoded at RIP (no NRIPS under emulation).
+    fn skip(&mut self, ctx: &VcpuCtx<'_>, next: Option<u64>) -> Flow {
+        self.hw.set_interrupt_shadow(false);
+        if let Some(n) = next {
+            self.rip = n;
+            return Flow::Resume;
+        }
+        let mode = self.exec_mode();
+        match self.fetch_insn(ctx.vm).map(|(b, n)| emulate::insn_len(&b[..n], mode)) {
+            Some(Ok(len)) => {
+                self.rip = self.rip.wrapping_add(len as u64);
+                if mode != ExecMode::Long64 {
+                    self.rip &= 0xffff_ffff;
+                }
+                Flow::Resume
+            }
+            _ => self.emulation_failure(ctx),
+        }
+    }
+
+    /// `KVM_EXIT_INTERNAL_ERROR` with `KVM_INTERNAL_ERROR_EMULATION`.
+    fn emulation_failure(&mut self, ctx: &VcpuCtx<'_>) -> Flow {
+        ctx.run.write_u32(run::EXIT_REASON, exit::INTERNAL_ERROR);
+        ctx.run.write_u32(run::INTERNAL_SUBERROR, internal::EMULATION);
+        ctx.run.write_u32(run::INTERNAL_NDATA, 0);
+        Flow::User
+    }
+
+    fn handle_exit(&mut self, ctx: &VcpuCtx<'_>, exit: Exit, next: Option<u64>) -> Result<Flow> {
+        Ok(match exit {
+            Exit::Io { port, size, input, string, rep, addr_size, seg } => {
+                self.handle_io(ctx, port, size, input, string, rep, addr_size, seg, next)?
+            }
+            Exit::Cpuid => {
+                let (f, i) = (self.gprs[gpr::RAX] as u32, self.gprs[gpr::RCX] as u32);
+                let mut r = cpuid::lookup(&self.cpuid, f, i);
+                cpuid::apply_runtime(&self.cpuid, f, i, &mut r, &self.runtime_state());
+                self.gprs[gpr::RAX] = u64::from(r[0]);
+                self.gprs[gpr::RBX] = u64::from(r[1]);
+                self.gprs[gpr::RCX] = u64::from(r[2]);
+                self.gprs[gpr::RDX] = u64::from(r[3]);
+                self.skip(ctx, next)
+            }
+            Exit::Rdmsr => {
+                let index = self.gprs[gpr::RCX] as u32;
+                match self.get_msr(index, false) {
+                    Ok(v) => {
+                        self.gprs[gpr::RAX] = v & 0xffff_ffff;
+                        self.gprs[gpr::RDX] = v >> 32;
+                        self.skip(ctx, next)
+                    }
+                    Err(()) => {
+                        self.gp();
+                        Flow::Resume
+                    }
+                }
+            }
+            Exit::Wrmsr => {
+                let index = self.gprs[gpr::RCX] as u32;
+                let v = (self.gprs[gpr::RAX] & 0xffff_ffff) | (self.gprs[gpr::RDX] << 32);
+                match self.set_msr(index, v, false) {
+                    Ok(()) => self.skip(ctx, next),
+                    Err(()) => {
+                        self.gp();
+                        Flow::Resume
+                    }
+                }
+            }
+            Exit::Hlt => {
+                let f = self.skip(ctx, next);
+                if let Flow::User = f {
+                    return Ok(f);
+                }
+                if self.irqchip() {
+                    self.mp_state = mp::HALTED;
+                    Flow::Resume
+                } else {
+                    ctx.run.write_u32(run::EXIT_REASON, exit::HLT);
+                    Flow::User
+                }
+            }
+            Exit::Hypercall => {
+                // No hypercall is offered (CPUID 0x40000001 is empty): every
+                // one fails with -KVM_ENOSYS, or -KVM_EPERM above CPL 0.
+                let r = if self.hw.cpl() != 0 { KVM_EPERM } else { KVM_ENOSYS };
+                self.gprs[gpr::RAX] = r.wrapping_neg();
+                let f = self.skip(ctx, next);
+                f
+            }
+            Exit::Xsetbv => {
+                let index = self.gprs[gpr::RCX] as u32;
+                let v = (self.gprs[gpr::RAX] & 0xffff_ffff) | (self.gprs[gpr::RDX] << 32);
+                if self.hw.cpl() != 0 || index != 0 || !self.xcr0_valid(v) {
+                    self.gp();
+                    Flow::Resume
+                } else {
+                    self.xcr0 = v;
+                    self.skip(ctx, next)
+                }
+            }
+            Exit::UdInstruction => {
+                self.ud();
+                Flow::Resume
+            }
+            Exit::Wbinvd | Exit::Pause => self.skip(ctx, next),
+            Exit::Rdpmc => {
+                // No PMU is offered.
+                self.gp();
+                Flow::Resume
+            }
+            Exit::TdpFault { gpa, write, fetch, present, on_table_walk } => {
+                self.handle_tdp_fault(ctx, gpa, write, fetch, present, on_table_walk)?
+            }
+            Exit::ExternalInterrupt | Exit::Nmi => Flow::Resume,
+            Exit::InterruptWindow => {
+                if !self.irqchip()
+                    && self.user_irq.is_none()
+                    && ctx.run.read_u8(run::REQUEST_INTERRUPT_WINDOW) != 0
+                {
+                    ctx.run.write_u32(run::EXIT_REASON, exit::IRQ_WINDOW_OPEN);
+                    Flow::User
+                } else {
+                    Flow::Resume
+                }
+            }
+            Exit::Shutdown => {
+                // The VMCB is undefined after a shutdown: INIT the vCPU (C:
+                // `shutdown_interception()`), and tell user space.
+                self.hw.reset();
+                self.reset_gprs();
+                self.reinject = None;
+                self.pending_exception = None;
+                ctx.run.write_u32(run::EXIT_REASON, exit::SHUTDOWN);
+                Flow::User
+            }
+            Exit::Exception { vector, error_code, .. } => {
+                self.queue_exception(vector, error_code);
+                Flow::Resume
+            }
+            Exit::DrAccess { dr, write, gpr } => self.handle_dr(ctx, dr, write, gpr, next),
+            Exit::TaskSwitch => self.emulation_failure(ctx),
+            Exit::FailedEntry { reason } => {
+                ctx.run.write_u32(run::EXIT_REASON, exit::FAIL_ENTRY);
+                ctx.run.write_u64(run::FAIL_ENTRY_REASON, reason);
+                ctx.run.write_u32(run::FAIL_ENTRY_CPU, self.last_cpu);
+                Flow::User
+            }
+            Exit::Unknown { code, .. } => {
+                pr_err!("kvm-rs: vCPU {}: unexpected exit {:#x}\n", self.shared.id, code);
+                ctx.run.write_u32(run::EXIT_REASON, exit::INTERNAL_ERROR);
+                ctx.run.write_u32(run::INTERNAL_SUBERROR, internal::UNEXPECTED_EXIT_REASON);
+                ctx.run.write_u32(run::INTERNAL_NDATA, 2);
+                ctx.run.write_u64(run::INTERNAL_DATA, code);
+                ctx.run.write_u64(run::INTERNAL_DATA + 8, u64::from(self.last_cpu));
+                Flow::User
+            }
+        })
+    }
+
+    /// MOV to/from DRn: the registers are emulated (C: `dr_interception()`).
+    fn handle_dr(&mut self, ctx: &VcpuCtx<'_>, dr: u8, write: bool, gpr: Option<u8>, next: Option<u64>) -> Flow {
+        if self.hw.cpl() != 0 {
+            self.gp();
+            return Flow::Resume;
+        }
+        // Without decode assists, the register is ModRM.rm of 0F 21/23 (with REX.B).
+        let reg = match gpr {
+            Some(r) => r,
+            None => {
+                let mode = self.exec_mode();
+                match self.fetch_insn(ctx.vm).and_then(|(b, n)| emulate::decode_insn(&b[..n], mode).ok()) {
+                    Some(insn) => {
+                        let rm = insn.modrm.map_or(0, |m| m & 7);
+                        rm | if insn.prefixes.rex_b() { 8 } else { 0 }
+                    }
+                    None => return self.emulation_failure(ctx),
+                }
+            }
+        };
+        let r = usize::from(reg & 15);
+        if write {
+            let v = self.gprs[r];
+            match dr {
+                0..=3 => self.db[usize::from(dr)] = v,
+                4 | 6 => {
+                    if v >> 32 != 0 {
+                        self.gp();
+                        return Flow::Resume;
+                    }
+                    self.hw.set_dr6((v & 0xffff_efff) | 0xffff_0ff0);
+                }
+                _ => {
+                    if v >> 32 != 0 {
+                        self.gp();
+                        return Flow::Resume;
+                    }
+                    self.hw.set_dr7((v & !0xd000) | 0x400);
+                }
+            }
+        } else {
+            self.gprs[r] = match dr {
+                0..=3 => self.db[usize::from(dr)],
+                4 | 6 => self.hw.dr6(),
+                _ => self.hw.dr7(),
+            };
+        }
+        self.skip(ctx, next)
+    }
+
+    // ---- port I/O ----
+
+    /// IN/OUT/INS/OUTS: to user space as `KVM_EXIT_IO` (C: `kvm_fast_pio()`
+    /// and the emulator's string I/O). String I/O moves up to a page of data
+    /// per exit; the rest runs as the instruction is executed again.
+    #[allow(clippy::too_many_arguments)]
+    fn handle_io(
+        &mut self,
+        ctx: &VcpuCtx<'_>,
+        port: u16,
+        size: u8,
+        input: bool,
+        string: bool,
+        rep: bool,
+        addr_size: u8,
+        seg: Option<Seg>,
+        next: Option<u64>,
+    ) -> Result<Flow> {
+        let next_rip = match next {
+            Some(n) => n,
+            None => return Ok(self.emulation_failure(ctx)),
+        };
+        let amask = if addr_size == 8 { u64::MAX } else { (1u64 << (addr_size * 8)) - 1 };
+        let mut count = 1u32;
+        if string {
+            if rep {
+                let rcx = self.gprs[gpr::RCX] & amask;
+                if rcx == 0 {
+                    self.rip = next_rip;
+                    return Ok(Flow::Resume);
+                }
+                count = rcx.min(4096 / u64::from(size)) as u32;
+            }
+            if !input {
+                // OUTS reads DS:rSI (or the override) now.
+                let seg = match seg {
+                    Some(s) => s,
+                    None => self.outs_segment(ctx.vm),
+                };
+                let rsi = self.gprs[gpr::RSI] & amask;
+                let df = self.hw.rflags() & RFLAGS_DF != 0;
+                let bytes = count as usize * usize::from(size);
+                let mut buf = [0u8; 4096];
+                let start = if df { rsi.wrapping_sub(bytes as u64 - u64::from(size)) & amask } else { rsi };
+                if !self.read_virt(ctx.vm, self.linear(seg, start), &mut buf[..bytes])? {
+                    return Ok(Flow::Resume);
+                }
+                if df {
+                    // Items go out in the order the instruction reads them.
+                    let s = usize::from(size);
+                    for i in 0..count as usize / 2 {
+                        let j = count as usize - 1 - i;
+                        for k in 0..s {
+                            buf.swap(i * s + k, j * s + k);
+                        }
+                    }
+                }
+                ctx.pio.write_bytes(0, &buf[..bytes]);
+            }
+        } else if !input {
+            let v = self.gprs[gpr::RAX].to_le_bytes();
+            ctx.pio.write_bytes(0, &v[..usize::from(size)]);
+        }
+        let io = PendingIo { size, input, string, count, rep, addr_size, next_rip };
+        ctx.run.write_u32(run::EXIT_REASON, exit::IO);
+        ctx.run.write_u8(run::IO_DIRECTION, if input { uapi::KVM_EXIT_IO_IN } else { uapi::KVM_EXIT_IO_OUT });
+        ctx.run.write_u8(run::IO_SIZE, size);
+        ctx.run.write_u16(run::IO_PORT, port);
+        ctx.run.write_u32(run::IO_COUNT, count);
+        ctx.run.write_u64(run::IO_DATA_OFFSET, (uapi::KVM_PIO_PAGE_OFFSET * 4096) as u64);
+        if !input && !string {
+            // OUT completes at once (C: `complete_fast_pio_out()` only moves RIP).
+            self.rip = next_rip;
+        } else {
+            self.pending_io = Some(io);
+        }
+        if !input && string {
+            // OUTS: the data is out; account for it now.
+            self.advance_string(&io, count, true);
+            self.pending_io = None;
+        }
+        Ok(Flow::User)
+    }
+
+    /// The segment of OUTS without decode assists: DS, or the override
+    /// prefix of the instruction at RIP.
+    fn outs_segment(&self, vm: &Vm) -> Seg {
+        let mode = self.exec_mode();
+        let insn = self.fetch_insn(vm).and_then(|(b, n)| emulate::decode_insn(&b[..n], mode).ok());
+        match insn.and_then(|i| i.prefixes.seg) {
+            Some(emulate::Seg::Es) => Seg::Es,
+            Some(emulate::Seg::Cs) => Seg::Cs,
+            Some(emulate::Seg::Ss) => Seg::Ss,
+            Some(emulate::Seg::Fs) => Seg::Fs,
+            Some(emulate::Seg::Gs) => Seg::Gs,
+            Some(emulate::Seg::Ds) | None => Seg::Ds,
+        }
+    }
+
+    /// Moves rSI/rDI by `done` items and counts them off rCX for REP; when
+    /// the instruction is complete, RIP moves on.
+    fn advance_string(&mut self, io: &PendingIo, done: u32, out: bool) {
+        let amask = if io.addr_size == 8 { u64::MAX } else { (1u64 << (io.addr_size * 8)) - 1 };
+        let df = self.hw.rflags() & RFLAGS_DF != 0;
+        let delta = u64::from(done) * u64::from(io.size);
+        let idx = if out { gpr::RSI } else { gpr::RDI };
+        let cur = self.gprs[idx];
+        let new = if df { cur.wrapping_sub(delta) } else { cur.wrapping_add(delta) };
+        self.gprs[idx] = (cur & !amask) | (new & amask);
+        let finished = if io.rep {
+            let rcx = self.gprs[gpr::RCX] & amask;
+            let left = rcx.saturating_sub(u64::from(done));
+            self.gprs[gpr::RCX] = (self.gprs[gpr::RCX] & !amask) | left;
+            left == 0
+        } else {
+            true
+        };
+        if finished {
+            self.rip = io.next_rip;
+        }
+    }
+
+    /// The user-space half of an IN or INS (C: `complete_fast_pio_in()` and
+    /// the emulator's string completion).
+    fn complete_io(&mut self, ctx: &VcpuCtx<'_>, io: PendingIo) -> Result<Flow> {
+        if !io.input {
+            return Ok(Flow::Resume);
+        }
+        if !io.string {
+            let mut b = [0u8; 8];
+            ctx.pio.read_bytes(0, &mut b[..usize::from(io.size)]);
+            let v = u64::from_le_bytes(b);
+            let rax = &mut self.gprs[gpr::RAX];
+            *rax = match io.size {
+                1 => (*rax & !0xff) | v,
+                2 => (*rax & !0xffff) | v,
+                // A 32-bit result zero-extends into RAX.
+                _ => v & 0xffff_ffff,
+            };
+            self.rip = io.next_rip;
+            return Ok(Flow::Resume);
+        }
+        // INS: as many items as rCX still asks for (user space may have
+        // changed it), at most what this exit read.
+        let amask = if io.addr_size == 8 { u64::MAX } else { (1u64 << (io.addr_size * 8)) - 1 };
+        let want = if io.rep { (self.gprs[gpr::RCX] & amask).min(u64::from(io.count)) as u32 } else { 1 };
+        if want == 0 {
+            self.rip = io.next_rip;
+            return Ok(Flow::Resume);
+        }
+        let s = usize::from(io.size);
+        let bytes = want as usize * s;
+        let mut buf = [0u8; 4096];
+        ctx.pio.read_bytes(0, &mut buf[..bytes]);
+        let df = self.hw.rflags() & RFLAGS_DF != 0;
+        let rdi = self.gprs[gpr::RDI] & amask;
+        if df {
+            let n = want as usize;
+            for i in 0..n / 2 {
+                for k in 0..s {
+                    buf.swap(i * s + k, (n - 1 - i) * s + k);
+                }
+            }
+        }
+        let start = if df { rdi.wrapping_sub(bytes as u64 - io.size as u64) & amask } else { rdi };
+        if !self.write_virt(ctx.vm, self.linear(Seg::Es, start), &buf[..bytes])? {
+            return Ok(Flow::Resume);
+        }
+        self.advance_string(&io, want, false);
+        Ok(Flow::Resume)
+    }
+
+    // ---- nested page faults and MMIO ----
+
+    fn handle_tdp_fault(
+        &mut self,
+        ctx: &VcpuCtx<'_>,
+        gpa: u64,
+        write: bool,
+        fetch: bool,
+        _present: bool,
+        _on_table_walk: bool,
+    ) -> Result<Flow> {
+        let gfn = gpa >> 12;
+        let slot = ctx.vm.gfn_to_hva(gfn);
+        let (hva, gen) = match slot {
+            Some((hva, gen)) if !(write && hva.readonly) => (hva, gen),
+            _ => {
+                if fetch {
+                    // Executing from MMIO cannot be emulated.
+                    return Ok(self.emulation_failure(ctx));
+                }
+                return self.handle_mmio(ctx, gpa);
+            }
+        };
+        // Pin the page; map it writable if the slot and the user mapping allow.
+        let (page, writable) = if hva.readonly {
+            (PinnedPage::pin_current(hva.addr as usize, false)?, false)
+        } else {
+            match PinnedPage::pin_current(hva.addr as usize, true) {
+                Ok(p) => (p, true),
+                Err(e) if e == EFAULT && !write => (PinnedPage::pin_current(hva.addr as usize, false)?, false),
+                Err(e) => return Err(e),
+            }
+        };
+        let replaced = {
+            let mut tdp = self.vm.tdp.lock();
+            if ctx.vm.mem_generation() != gen {
+                // The slot changed meanwhile: fault again.
+                None
+            } else {
+                tdp.map(&*self.vm.backend, gfn, page, writable)?
+            }
+        };
+        if replaced.is_some() {
+            // Another vCPU mapped it too; release the old page only after no
+            // TLB can hold it.
+            self.vm.flush_remote_tlbs();
+            drop(replaced);
+        }
+        Ok(Flow::Resume)
+    }
+
+    /// An access to guest-physical memory with no slot behind it (or a write
+    /// to a read-only slot): emulated in the kernel for the LAPIC page, else
+    /// `KVM_EXIT_MMIO` (C: the emulator's MMIO path).
+    fn handle_mmio(&mut self, ctx: &VcpuCtx<'_>, gpa: u64) -> Result<Flow> {
+        let mode = self.exec_mode();
+        let Some((bytes, n)) = self.fetch_insn(ctx.vm) else {
+            return Ok(self.emulation_failure(ctx));
+        };
+        let insn = match emulate::decode_mmio(&bytes[..n], mode) {
+            Ok(i) if !(i.string && i.rep) => i,
+            _ => return Ok(self.emulation_failure(ctx)),
+        };
+        let (size, is_write) = match insn.op {
+            MmioOp::Load { size, .. } => (size, false),
+            MmioOp::Store { size, .. } => (size, true),
+        };
+        // An access that crosses out of the page is not emulated.
+        if (gpa & 0xfff) + u64::from(size) > 0x1000 {
+            return Ok(self.emulation_failure(ctx));
+        }
+        let next_rip = self.rip.wrapping_add(insn.len as u64);
+        let df = self.hw.rflags() & RFLAGS_DF != 0;
+        if self.irqchip() && self.lapic.mmio_in_range(gpa) && self.lapic.xapic_mmio_active() {
+            let off = (gpa - self.lapic.base_address()) as u32;
+            if is_write {
+                let v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
+                let a = self.lapic.mmio_write(off, &v[..usize::from(size)], now_ns()).unwrap_or(None);
+                self.lapic_action(a);
+            } else {
+                let mut v = [0u8; 8];
+                let _ = self.lapic.mmio_read(off, &mut v[..usize::from(size)], now_ns());
+                emulate::complete_load(&mut self.gprs, &insn.op, u64::from_le_bytes(v));
+            }
+            emulate::string_advance(&mut self.gprs, &insn, df);
+            self.rip = next_rip;
+            self.hw.set_interrupt_shadow(false);
+            return Ok(Flow::Resume);
+        }
+        ctx.run.write_u32(run::EXIT_REASON, exit::MMIO);
+        ctx.run.write_u64(run::MMIO_PHYS_ADDR, gpa);
+        ctx.run.write_u32(run::MMIO_LEN, u32::from(size));
+        ctx.run.write_u8(run::MMIO_IS_WRITE, u8::from(is_write));
+        if is_write {
+            let v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
+            let mut data = [0u8; 8];
+            data[..usize::from(size)].copy_from_slice(&v[..usize::from(size)]);
+            ctx.run.write_bytes(run::MMIO_DATA, &data);
+            // The write is done as far as the guest is concerned.
+            emulate::string_advance(&mut self.gprs, &insn, df);
+            self.rip = next_rip;
+            self.hw.set_interrupt_shadow(false);
+        } else {
+            ctx.run.write_bytes(run::MMIO_DATA, &[0u8; 8]);
+            self.pending_mmio = Some(PendingMmio { insn, len: u32::from(size), next_rip });
+        }
+        Ok(Flow::User)
+    }
+
+    /// The user-space half of an MMIO read.
+    fn complete_mmio(&mut self, ctx: &VcpuCtx<'_>, m: PendingMmio) {
+        let mut data = [0u8; 8];
+        ctx.run.read_bytes(run::MMIO_DATA, &mut data[..m.len as usize]);
+        emulate::complete_load(&mut self.gprs, &m.insn.op, u64::from_le_bytes(data));
+        let df = self.hw.rflags() & RFLAGS_DF != 0;
+        emulate::string_advance(&mut self.gprs, &m.insn, df);
+        self.rip = m.next_rip;
+        self.hw.set_interrupt_shadow(false);
+    }
+
+    /// The fields of `kvm_run` every exit reports (C: `post_kvm_run_save()`).
+    fn post_run_save(&self, ctx: &VcpuCtx<'_>) {
+        let r = ctx.run;
+        r.write_u8(run::IF_FLAG, u8::from(self.hw.rflags() & RFLAGS_IF != 0));
+        r.write_u64(run::CR8, self.lapic.cr8());
+        r.write_u64(run::APIC_BASE, self.lapic.apic_base());
+        let ready = if self.irqchip() {
+            true
+        } else {
+            self.user_irq.is_none() && self.hw.interrupt_allowed()
+        };
+        r.write_u8(run::READY_FOR_INTERRUPT_INJECTION, u8::from(ready));
+        r.write_u16(run::FLAGS, 0);
+    }
+}
+
+/// Reads a fixed-size ioctl argument.
+fn read_arg<const N: usize>(arg: usize) -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    UserSlice::new(arg, N).reader().read_slice(&mut b)?;
+    Ok(b)
+}
+
+/// Writes a fixed-size ioctl result.
+fn write_arg(arg: usize, b: &[u8]) -> Result<isize> {
+    UserSlice::new(arg, b.len()).writer().write_slice(b)?;
+    Ok(0)
+}
+
+impl<B: Backend> ArchVcpu for X86Vcpu<B> {
+    fn run(&mut self, ctx: &VcpuCtx<'_>) -> Result<isize> {
+        self.fpu.swap_in();
+        let r = self.run_loop(ctx);
+        self.fpu.swap_out();
+        self.post_run_save(ctx);
+        r
+    }
+
+    fn ioctl(&mut self, ctx: &VcpuCtx<'_>, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            ioc::KVM_GET_REGS => write_arg(arg, &self.get_regs().to_bytes()),
+            ioc::KVM_SET_REGS => {
+                let r = KvmRegs::from_bytes(&read_arg(arg)?);
+                self.set_regs(&r);
+                Ok(0)
+            }
+            ioc::KVM_GET_SREGS => write_arg(arg, &self.get_sregs().to_bytes()),
+            ioc::KVM_SET_SREGS => {
+                let s = KvmSregs::from_bytes(&read_arg(arg)?);
+                self.set_sregs(&s)?;
+                Ok(0)
+            }
+            ioc::KVM_GET_FPU => write_arg(arg, &self.get_fpu().to_bytes()),
+            ioc::KVM_SET_FPU => {
+                let f = KvmFpu::from_bytes(&read_arg(arg)?);
+                self.set_fpu(&f)?;
+                Ok(0)
+            }
+            ioc::KVM_SET_CPUID2 => self.set_cpuid2(arg),
+            ioc::KVM_GET_CPUID2 => self.get_cpuid2(arg),
+            ioc::KVM_GET_MSRS => self.msrs_ioctl(arg, false),
+            ioc::KVM_SET_MSRS => self.msrs_ioctl(arg, true),
+            ioc::KVM_GET_MP_STATE => write_arg(arg, &self.mp_state.to_ne_bytes()),
+            ioc::KVM_SET_MP_STATE => {
+                let s = u32::from_ne_bytes(read_arg(arg)?);
+                match s {
+                    mp::RUNNABLE => {}
+                    mp::UNINITIALIZED | mp::INIT_RECEIVED | mp::HALTED | mp::SIPI_RECEIVED if self.irqchip() => {}
+                    _ => return Err(EINVAL),
+                }
+                self.mp_state = if s == mp::SIPI_RECEIVED { mp::INIT_RECEIVED } else { s };
+                Ok(0)
+            }
+            ioc::KVM_GET_XSAVE => self.get_xsave(arg, KVM_XSAVE_SIZE),
+            ioc::KVM_GET_XSAVE2 => self.get_xsave(arg, self.fpu.uabi_size().max(KVM_XSAVE_SIZE)),
+            ioc::KVM_SET_XSAVE => self.set_xsave(arg),
+            ioc::KVM_GET_XCRS => self.get_xcrs(arg),
+            ioc::KVM_SET_XCRS => self.set_xcrs(arg),
+            ioc::KVM_GET_VCPU_EVENTS => write_arg(arg, &self.get_events().to_bytes()),
+            ioc::KVM_SET_VCPU_EVENTS => {
+                let e = KvmVcpuEvents::from_bytes(&read_arg(arg)?);
+                self.set_events(&e)?;
+                Ok(0)
+            }
+            ioc::KVM_GET_DEBUGREGS => write_arg(arg, &self.get_debugregs().to_bytes()),
+            ioc::KVM_SET_DEBUGREGS => {
+                let d = KvmDebugRegs::from_bytes(&read_arg(arg)?);
+                self.set_debugregs(&d)?;
+                Ok(0)
+            }
+            ioc::KVM_GET_TSC_KHZ => Ok(self.vm.tsc_khz.load(Ordering::Relaxed) as isize),
+            ioc::KVM_INTERRUPT => {
+                let v = u32::from_ne_bytes(read_arg(arg)?);
+                if v >= 256 {
+                    return Err(EINVAL);
+                }
+                if self.irqchip() {
+                    return Err(ENXIO);
+                }
+                self.user_irq = Some(v as u8);
+                Ok(0)
+            }
+            ioc::KVM_NMI => {
+                self.nmi_pending = true;
+                Ok(0)
+            }
+            _ => {
+                let _ = ctx;
+                // `kvm_arch_vcpu_ioctl()`'s answer to what it does not know.
+                Err(EINVAL)
+            }
+        }
+    }
+}
