@@ -152,3 +152,15 @@ pub fn microcode_rev() -> u32 {
     // SAFETY: `boot_cpu_data` is set up before any module loads.
     unsafe { bindings::boot_cpu_data.microcode }
 }
+
+/// The current PKRU (the host's protection-key rights) when the kernel uses
+/// protection keys (`Feature::Ospke`), else 0.
+pub fn read_pkru() -> u32 {
+    if !boot_cpu_has(Feature::Ospke) {
+        return 0;
+    }
+    let v: u32;
+    // SAFETY: RDPKRU only reads PKRU; valid because CR4.PKE is set (OSPKE).
+    unsafe { core::arch::asm!("rdpkru", in("ecx") 0u32, out("eax") v, out("edx") _, options(nomem, nostack, preserves_flags)) };
+    v
+}

@@ -156,12 +156,23 @@ pub(crate) enum Exit {
     },
 }
 
-/// The guest's control state the backend needs from common code at entry.
+/// The guest's control state the backend needs from common code at entry,
+/// and what the world switch found on the way out.
 pub(crate) struct EntryCtx {
     /// XCR0 to load for the guest, if different from the host's.
     pub(crate) guest_xcr0: Option<u64>,
     /// The host's XCR0.
     pub(crate) host_xcr0: u64,
+    /// PKRU to load for the guest (when the guest may use protection keys
+    /// and the value differs from the host's).
+    pub(crate) guest_pkru: Option<u32>,
+    /// The host's PKRU (meaningful only if the host uses protection keys).
+    pub(crate) host_pkru: u32,
+    /// Out: the guest's XCR0 at the exit (an emulated CPU may not intercept
+    /// XSETBV, so the guest can change it behind KVM's back).
+    pub(crate) exit_xcr0: u64,
+    /// Out: the guest's PKRU at the exit, if it was switched.
+    pub(crate) exit_pkru: Option<u32>,
     /// The nested page table root.
     pub(crate) tdp_root: u64,
     /// Flush the guest's TLB entries before entering.
@@ -252,7 +263,7 @@ pub(crate) trait VendorVcpu: Send {
     /// `gprs` are the guest's GPRs (RAX and RSP included), `rip` its RIP.
     /// `next_rip` is set when the hardware reported the address of the next
     /// instruction (NRIPS, VMX instruction length, SVM IOIO).
-    fn run(&mut self, irq: &IrqDisabled, ctx: &EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>);
+    fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>);
 }
 
 /// What a vendor backend does for the whole module.

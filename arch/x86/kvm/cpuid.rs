@@ -87,6 +87,9 @@ const fn bits(list: &[u32]) -> u32 {
 const LEAF1_ECX: u32 = bits(&[0, 1, 9, 12, 13, 19, 20, 22, 23, 25, 26, 28, 29, 30]);
 /// CPUID.1:ECX.HYPERVISOR: set for every guest.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.1:ECX bits emulated whatever the host has: X2APIC (the in-kernel
+/// local APIC implements x2APIC mode).
+const LEAF1_ECX_EMULATED: u32 = 1 << 21;
 /// CPUID.1:EDX: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC, SEP, PGE, CMOV,
 /// PAT, PSE36, CLFLUSH, MMX, FXSR, SSE, SSE2, SS.
 const LEAF1_EDX: u32 =
@@ -97,10 +100,14 @@ const LEAF1_EDX: u32 =
 /// guest's CPUID has it, as with the C KVM under nested paging.)
 const LEAF7_EBX: u32 =
     bits(&[0, 3, 5, 7, 8, 9, 10, 16, 17, 18, 19, 20, 21, 23, 24, 28, 29, 30, 31]);
+/// CPUID.7.0:EBX bits kvm-rs emulates on any host: TSC_ADJUST.
+const LEAF7_EBX_EMULATED: u32 = bits(&[1]);
 /// CPUID.7.0:ECX: AVX512VBMI, UMIP, AVX512_VBMI2, GFNI, VAES, VPCLMULQDQ,
-/// AVX512_VNNI, AVX512_BITALG, AVX512_VPOPCNTDQ, LA57, MOVDIRI, MOVDIR64B.
+/// AVX512_VNNI, AVX512_BITALG, AVX512_VPOPCNTDQ, LA57, MOVDIRI, MOVDIR64B,
+/// PKU (only if the host kernel uses protection keys, so that PKRU is in
+/// its XCR0 and kvm-rs can switch it).
 /// Not RDPID (it reads MSR_TSC_AUX, which kvm-rs does not switch).
-const LEAF7_ECX: u32 = bits(&[1, 2, 6, 8, 9, 10, 11, 12, 14, 16, 27, 28]);
+const LEAF7_ECX: u32 = bits(&[1, 2, 3, 6, 8, 9, 10, 11, 12, 14, 16, 27, 28]);
 /// CPUID.7.0:EDX: FSRM, SERIALIZE.
 const LEAF7_EDX: u32 = bits(&[4, 14]);
 /// CPUID.0xD.1:EAX: XSAVEOPT, XSAVEC, XGETBV1 (not XSAVES: no IA32_XSS state).
@@ -116,8 +123,10 @@ const LEAF81_EDX: u32 = bits(&[
     0, 1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 15, 16, 17, 20, 22, 23, 24, 25, 26, 29, 30, 31,
 ]);
 /// XCR0 components kvm-rs switches between host and guest: x87, SSE, AVX,
-/// the AVX-512 opmask/ZMM state.
-const SUPPORTED_XCR0: u64 = 0b1110_0111;
+/// the AVX-512 opmask/ZMM state, and PKRU (which kvm-rs switches itself).
+const SUPPORTED_XCR0: u64 = 0b10_1110_0111;
+/// XCR0.PKRU: protection-key state.
+const XCR0_PKRU: u64 = 1 << 9;
 /// XCR0.YMM: AVX state.
 const XCR0_YMM: u64 = 1 << 2;
 /// XCR0 opmask, ZMM_Hi256, Hi16_ZMM: AVX-512 state, all or nothing.
@@ -183,7 +192,7 @@ pub(crate) fn supported_cpuid(host: &impl HostCpuid, out: &mut [CpuidEntry]) -> 
         match leaf {
             0 => e.eax = max_basic,
             1 => {
-                e.ecx = (e.ecx & LEAF1_ECX) | LEAF1_ECX_HYPERVISOR;
+                e.ecx = (e.ecx & LEAF1_ECX) | LEAF1_ECX_HYPERVISOR | LEAF1_ECX_EMULATED;
                 e.edx &= LEAF1_EDX;
                 if xcr0 & XCR0_YMM == 0 {
                     // No YMM state to switch: no AVX, nor what builds on it.
@@ -196,7 +205,8 @@ pub(crate) fn supported_cpuid(host: &impl HostCpuid, out: &mut [CpuidEntry]) -> 
             7 => {
                 e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
                 e.eax = 0; // only sub-leaf 0
-                e.ebx &= LEAF7_EBX;
+                // TSC_ADJUST is emulated whatever the host has.
+                e.ebx = (e.ebx & LEAF7_EBX) | LEAF7_EBX_EMULATED;
                 e.ecx &= LEAF7_ECX;
                 e.edx &= LEAF7_EDX;
                 if xcr0 & XCR0_YMM == 0 {
@@ -206,6 +216,11 @@ pub(crate) fn supported_cpuid(host: &impl HostCpuid, out: &mut [CpuidEntry]) -> 
                     e.ebx &= !LEAF7_EBX_AVX512;
                     e.ecx &= !LEAF7_ECX_AVX512;
                 }
+                if xcr0 & XCR0_PKRU == 0 {
+                    e.ecx &= !(1 << 3);
+                }
+                // OSPKE mirrors the guest's CR4.PKE at run time.
+                e.ecx &= !(1 << 4);
             }
             0xd => {
                 e.flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
@@ -547,7 +562,7 @@ mod tests {
     fn features_are_masked() {
         let t = table(&amd_host());
         let l1 = find(&t, 1, 0);
-        assert_eq!(l1.ecx, LEAF1_ECX | LEAF1_ECX_HYPERVISOR);
+        assert_eq!(l1.ecx, LEAF1_ECX | LEAF1_ECX_HYPERVISOR | LEAF1_ECX_EMULATED);
         assert_eq!(l1.edx, LEAF1_EDX);
         assert_eq!(l1.ecx & (1 << 5), 0, "VMX is never offered");
         let l81 = find(&t, 0x8000_0001, 0);
@@ -557,7 +572,14 @@ mod tests {
         let l7 = find(&t, 7, 0);
         assert_eq!(l7.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
         assert_ne!(l7.ebx & (1 << 10), 0, "INVPCID");
-        assert_eq!(l7.ecx & (1 << 3), 0, "PKU is not offered");
+        // The host's XCR0 has PKRU, so its protection keys are offered;
+        // OSPKE is a run-time bit, not in the supported table.
+        assert_ne!(l7.ecx & (1 << 3), 0, "PKU");
+        assert_eq!(l7.ecx & (1 << 4), 0, "OSPKE");
+        assert_ne!(l7.ebx & (1 << 1), 0, "TSC_ADJUST is emulated");
+        let mut h = amd_host();
+        h.xcr0 &= !(1 << 9);
+        assert_eq!(find(&table(&h), 7, 0).ecx & (1 << 3), 0, "no PKU without host PKRU");
     }
 
     #[test]
@@ -565,7 +587,7 @@ mod tests {
         let mut h = amd_host();
         h.leaves.insert((1, 0), [0, 0, 0, 0]);
         let l1 = find(&table(&h), 1, 0);
-        assert_eq!(l1.ecx, LEAF1_ECX_HYPERVISOR);
+        assert_eq!(l1.ecx, LEAF1_ECX_HYPERVISOR | LEAF1_ECX_EMULATED);
         assert_eq!(l1.edx, 0);
     }
 
@@ -598,11 +620,11 @@ mod tests {
     fn xsave_leaf_follows_supported_xcr0() {
         let t = table(&amd_host());
         let d0 = find(&t, 0xd, 0);
-        // x87|SSE|AVX|opmask|ZMM_Hi256|Hi16_ZMM; PKRU (bit 9) is not offered.
-        assert_eq!(d0.eax, 0xe7);
-        assert_eq!(d0.ebx, 1408 + 1024);
+        // x87|SSE|AVX|opmask|ZMM_Hi256|Hi16_ZMM|PKRU.
+        assert_eq!(d0.eax, 0x2e7);
+        assert_eq!(d0.ebx, 2432 + 8);
         assert!(t.iter().any(|e| e.function == 0xd && e.index == 2));
-        assert!(!t.iter().any(|e| e.function == 0xd && e.index == 9));
+        assert!(t.iter().any(|e| e.function == 0xd && e.index == 9));
         assert_eq!(find(&t, 0xd, 1).eax, 0b111, "no XSAVES");
     }
 

@@ -161,6 +161,8 @@ pub(crate) struct X86Vcpu<B: Backend> {
     /// KVM_RUN ran at least once (CPUID changes are then refused).
     ran: bool,
     xcr0: u64,
+    /// The guest's PKRU (switched only if the host uses protection keys).
+    pkru: u32,
     fpu: GuestFpu,
     lapic: Lapic,
     mp_state: u32,
@@ -211,6 +213,7 @@ impl<B: Backend> X86Vcpu<B> {
             supported_xcr0,
             ran: false,
             xcr0: XFEATURE_FP,
+            pkru: 0,
             fpu: GuestFpu::new()?,
             lapic,
             mp_state: if !irqchip || id == 0 { mp::RUNNABLE } else { mp::UNINITIALIZED },
@@ -715,18 +718,18 @@ impl<B: Backend> X86Vcpu<B> {
         if buf.len() < KVM_XSAVE_SIZE {
             return KvmFpu::from_fxsave(&[0u8; 512]);
         }
-        self.fpu.get_uabi(&mut buf, self.guest_supported_xcr0(), 0);
+        self.fpu.get_uabi(&mut buf, self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE, self.pkru);
         KvmFpu::from_fxsave(&buf[..512])
     }
 
     fn set_fpu(&mut self, f: &KvmFpu) -> Result {
         let mut buf = KVec::from_elem(0u8, self.fpu.uabi_size().max(KVM_XSAVE_SIZE), GFP_KERNEL)?;
-        self.fpu.get_uabi(&mut buf, self.guest_supported_xcr0(), 0);
+        let all = self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE;
+        self.fpu.get_uabi(&mut buf, all, self.pkru);
         f.to_fxsave(&mut buf[..512]);
         // XSTATE_BV: x87 and SSE state present.
         buf[512] |= 3;
-        let mut pkru = 0;
-        self.fpu.set_uabi(&buf, self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE, &mut pkru)
+        self.fpu.set_uabi(&buf, all, &mut self.pkru)
     }
 
     // ---- MSRs ----
@@ -740,7 +743,7 @@ impl<B: Backend> X86Vcpu<B> {
         Ok(match index {
             MSR_EFER => self.hw.efer(),
             MSR_IA32_TSC => self.guest_tsc(),
-            MSR_IA32_TSC_ADJUST if host || self.has(feature::TSC_ADJUST) => self.tsc_adjust,
+            MSR_IA32_TSC_ADJUST => self.tsc_adjust,
             MSR_IA32_APICBASE => self.lapic.apic_base(),
             MSR_IA32_MISC_ENABLE => self.misc_enable,
             MSR_PLATFORM_INFO => 0,
@@ -780,12 +783,15 @@ impl<B: Backend> X86Vcpu<B> {
                     self.set_tsc_offset(self.tsc_offset.wrapping_add(delta));
                 }
             }
-            MSR_IA32_TSC_ADJUST if host || self.has(feature::TSC_ADJUST) => {
-                if !host {
-                    let delta = value.wrapping_sub(self.tsc_adjust);
-                    self.set_tsc_offset(self.tsc_offset.wrapping_add(delta));
+            MSR_IA32_TSC_ADJUST => {
+                // Ignored, not refused, when the guest's CPUID lacks it (C KVM).
+                if self.has(feature::TSC_ADJUST) {
+                    if !host {
+                        let delta = value.wrapping_sub(self.tsc_adjust);
+                        self.set_tsc_offset(self.tsc_offset.wrapping_add(delta));
+                    }
+                    self.tsc_adjust = value;
                 }
-                self.tsc_adjust = value;
             }
             MSR_IA32_APICBASE => {
                 if self.irqchip() {
@@ -932,7 +938,9 @@ impl<B: Backend> X86Vcpu<B> {
 
     fn get_xsave(&self, arg: usize, size: usize) -> Result<isize> {
         let mut buf = KVec::from_elem(0u8, size.max(KVM_XSAVE_SIZE), GFP_KERNEL)?;
-        self.fpu.get_uabi(&mut buf, self.guest_supported_xcr0(), 0);
+        // As the C KVM: every component kvm-rs supports, whatever the guest's
+        // CPUID says (user space may save before it sets CPUID).
+        self.fpu.get_uabi(&mut buf, self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE, self.pkru);
         UserSlice::new(arg, size).writer().write_slice(&buf[..size])?;
         Ok(0)
     }
@@ -941,8 +949,7 @@ impl<B: Backend> X86Vcpu<B> {
         let size = self.fpu.uabi_size().max(KVM_XSAVE_SIZE);
         let mut buf = KVec::from_elem(0u8, size, GFP_KERNEL)?;
         UserSlice::new(arg, size).reader().read_slice(&mut buf)?;
-        let mut pkru = 0;
-        self.fpu.set_uabi(&buf, self.guest_supported_xcr0(), &mut pkru)?;
+        self.fpu.set_uabi(&buf, self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE, &mut self.pkru)?;
         Ok(0)
     }
 
@@ -1075,8 +1082,9 @@ impl<B: Backend> X86Vcpu<B> {
         if let Some(m) = self.pending_mmio.take() {
             self.complete_mmio(ctx, m);
         }
+        // `immediate_exit`: back to user space at once, leaving `kvm_run` as
+        // the last exit left it (the selftests' ucall completion reads it).
         if ctx.run.read_u8(run::IMMEDIATE_EXIT) != 0 {
-            ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
             return Err(EINTR);
         }
         self.ran = true;
@@ -1106,17 +1114,35 @@ impl<B: Backend> X86Vcpu<B> {
                     continue;
                 }
                 let gen = self.vm.tlb_gen.load(Ordering::SeqCst);
-                let entry = EntryCtx {
-                    guest_xcr0: (self.hw.cr4() & cr4::OSXSAVE != 0 && self.xcr0 != x86::host_xcr0())
+                // The guest's XCR0 is loaded whatever its CR4.OSXSAVE: CR4
+                // writes are not intercepted, so the guest may set OSXSAVE
+                // and use XGETBV/XSAVE without an exit in between. PKRU is
+                // switched whenever the host uses protection keys, for the
+                // same reason (a guest can set CR4.PKE and run WRPKRU).
+                let host_xcr0 = x86::host_xcr0();
+                let host_pke = x86::boot_cpu_has(x86::Feature::Ospke);
+                let host_pkru = if host_pke { x86::read_pkru() } else { 0 };
+                let mut entry = EntryCtx {
+                    guest_xcr0: (x86::boot_cpu_has(x86::Feature::Osxsave) && self.xcr0 != host_xcr0)
                         .then_some(self.xcr0),
-                    host_xcr0: x86::host_xcr0(),
+                    host_xcr0,
+                    guest_pkru: host_pke.then_some(self.pkru),
+                    host_pkru,
+                    exit_xcr0: self.xcr0,
+                    exit_pkru: None,
                     tdp_root: self.vm.tdp_root,
                     flush_tlb: gen != self.tlb_gen_seen || cpu != self.last_cpu,
                 };
                 self.tlb_gen_seen = gen;
                 self.last_cpu = cpu;
-                let r = self.hw.run(&irq, &entry, &mut self.gprs, &mut self.rip);
+                let r = self.hw.run(&irq, &mut entry, &mut self.gprs, &mut self.rip);
                 self.shared.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
+                if x86::boot_cpu_has(x86::Feature::Osxsave) {
+                    self.xcr0 = entry.exit_xcr0;
+                }
+                if let Some(p) = entry.exit_pkru {
+                    self.pkru = p;
+                }
                 r
             };
             self.reinject = self.hw.interrupted_event();
@@ -1733,6 +1759,21 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                     return Err(ENXIO);
                 }
                 self.user_irq = Some(v as u8);
+                Ok(0)
+            }
+            ioc::KVM_GET_LAPIC => {
+                if !self.irqchip() {
+                    return Err(EINVAL);
+                }
+                let st = self.lapic.get_state(now_ns(), &VmFlags::DEFAULT).map_err(crate::kvm_main::err)?;
+                write_arg(arg, &st)
+            }
+            ioc::KVM_SET_LAPIC => {
+                if !self.irqchip() {
+                    return Err(EINVAL);
+                }
+                let st: [u8; lapic::KVM_APIC_REG_SIZE] = read_arg(arg)?;
+                self.lapic.set_state(&st, now_ns(), &VmFlags::DEFAULT).map_err(crate::kvm_main::err)?;
                 Ok(0)
             }
             ioc::KVM_NMI => {

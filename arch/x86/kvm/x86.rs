@@ -111,6 +111,14 @@ pub(crate) mod ioc {
     pub(crate) const KVM_INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_NMI`.
     pub(crate) const KVM_NMI: u32 = io(0x9a);
+    /// `KVM_GET_LAPIC`.
+    pub(crate) const KVM_GET_LAPIC: u32 = ior(0x8e, 1024);
+    /// `KVM_SET_LAPIC`.
+    pub(crate) const KVM_SET_LAPIC: u32 = iow(0x8f, 1024);
+    /// `KVM_SET_NR_MMU_PAGES`.
+    pub(crate) const KVM_SET_NR_MMU_PAGES: u32 = io(0x44);
+    /// `KVM_GET_NR_MMU_PAGES`.
+    pub(crate) const KVM_GET_NR_MMU_PAGES: u32 = io(0x45);
 
     /// `KVM_CAP_IRQCHIP`.
     pub(crate) const KVM_CAP_IRQCHIP: i64 = 0;
@@ -246,6 +254,7 @@ impl<B: Backend> Arch for X86<B> {
                 tlb_gen: AtomicU64::new(0),
                 irqchip: AtomicBool::new(false),
                 tsc_khz: AtomicU32::new(x86::tsc_khz()),
+                nr_mmu_pages: AtomicU64::new(0),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -442,6 +451,8 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) irqchip: AtomicBool,
     /// The guest TSC frequency.
     pub(crate) tsc_khz: AtomicU32,
+    /// `KVM_SET_NR_MMU_PAGES`.
+    pub(crate) nr_mmu_pages: AtomicU64,
 }
 
 impl<B: Backend> X86VmShared<B> {
@@ -504,6 +515,17 @@ impl<B: Backend> ArchVm for X86Vm<B> {
                 Ok(0)
             }
             ioc::KVM_GET_TSC_KHZ => Ok(self.shared.tsc_khz.load(Ordering::Relaxed) as isize),
+            // The limit of shadow MMU pages. With nested paging no shadow
+            // pages exist, so, as in the C KVM under TDP, the value is only
+            // checked and kept.
+            ioc::KVM_SET_NR_MMU_PAGES => {
+                if (arg as u64) < 64 {
+                    return Err(EINVAL);
+                }
+                self.shared.nr_mmu_pages.store(arg as u64, Ordering::Relaxed);
+                Ok(0)
+            }
+            ioc::KVM_GET_NR_MMU_PAGES => Ok(self.shared.nr_mmu_pages.load(Ordering::Relaxed) as isize),
             // The TSS and identity-map pages are only needed by VMX without
             // unrestricted guest; accepted and ignored, as kvm-amd does.
             ioc::KVM_SET_TSS_ADDR => Ok(0),

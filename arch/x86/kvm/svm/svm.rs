@@ -808,7 +808,7 @@ impl VendorVcpu for SvmVcpu {
         }
     }
 
-    fn run(&mut self, irq: &IrqDisabled, ctx: &EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
+    fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
         let cpu = irq.cpu();
         let cpus = self.cpus.clone();
         let Some(c) = cpus.data().cpus.get(cpu as usize) else {
@@ -835,8 +835,17 @@ impl VendorVcpu for SvmVcpu {
         s.rsp = gprs[4];
         s.rip = *rip;
         self.vmcb.control.nested_cr3 = ctx.tdp_root;
-        let sw = svm_ops::SwitchCtx { host_save: &c.host_save, guest_xcr0: ctx.guest_xcr0, host_xcr0: ctx.host_xcr0 };
-        if !svm_ops::run(irq, &mut self.vmcb, &sw, gprs) {
+        let sw = svm_ops::SwitchCtx {
+            host_save: &c.host_save,
+            guest_xcr0: ctx.guest_xcr0,
+            host_xcr0: ctx.host_xcr0,
+            guest_pkru: ctx.guest_pkru,
+            host_pkru: ctx.host_pkru,
+        };
+        let out = svm_ops::run(irq, &mut self.vmcb, &sw, gprs);
+        ctx.exit_xcr0 = out.xcr0;
+        ctx.exit_pkru = out.pkru;
+        if !out.ok {
             return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
         }
         let s = &self.vmcb.save;

@@ -76,12 +76,53 @@ extern "C" {
 pub(crate) struct SwitchCtx<'a> {
     /// This CPU's page for the host's VMSAVE state.
     pub(crate) host_save: &'a HostPage,
-    /// The guest's XCR0 if it differs from the host's and the guest enabled
-    /// CR4.OSXSAVE (validated when the guest or user space set it: a subset
-    /// of the host's XCR0, with x87 state).
+    /// The guest's XCR0 if it differs from the host's (validated when the
+    /// guest or user space set it: a subset of the host's XCR0, with x87 state).
     pub(crate) guest_xcr0: Option<u64>,
     /// The host's XCR0, restored after the guest ran.
     pub(crate) host_xcr0: u64,
+    /// The guest's PKRU, if it is to be loaded.
+    pub(crate) guest_pkru: Option<u32>,
+    /// The host's PKRU, restored after the guest ran.
+    pub(crate) host_pkru: u32,
+}
+
+/// What the world switch found on the way out.
+pub(crate) struct SwitchOut {
+    /// No SVM instruction faulted.
+    pub(crate) ok: bool,
+    /// The guest's XCR0 at #VMEXIT.
+    pub(crate) xcr0: u64,
+    /// The guest's PKRU at #VMEXIT, if it was loaded.
+    pub(crate) pkru: Option<u32>,
+}
+
+/// Reads XCR0 (the CPU has XSAVE and the kernel set CR4.OSXSAVE: the callers
+/// check `X86_FEATURE_OSXSAVE` first).
+fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: XGETBV(0) only reads XCR0; valid with CR4.OSXSAVE, see above.
+    unsafe { core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    u64::from(lo) | u64::from(hi) << 32
+}
+
+/// Reads PKRU (the host has CR4.PKE set: callers only switch PKRU then).
+fn rdpkru() -> u32 {
+    let v: u32;
+    // SAFETY: RDPKRU only reads PKRU; valid with CR4.PKE, see above.
+    unsafe { core::arch::asm!("rdpkru", in("ecx") 0u32, out("eax") v, out("edx") _, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes PKRU.
+///
+/// # Safety
+///
+/// CR4.PKE is set, and the value is the guest's (about to run, with
+/// interrupts off) or the host's own.
+unsafe fn wrpkru(v: u32) {
+    // SAFETY: Per the caller.
+    unsafe { core::arch::asm!("wrpkru", in("eax") v, in("ecx") 0u32, in("edx") 0u32, options(nostack, preserves_flags)) };
 }
 
 /// Runs the guest of `vmcb` until the next #VMEXIT.
@@ -97,8 +138,14 @@ pub(crate) struct SwitchCtx<'a> {
 /// allocated while any vCPU may be in guest mode: the MMU frees tables and
 /// unpins pages only after kicking every vCPU out of guest mode, and the
 /// permission maps belong to the vCPU that owns the VMCB.
-pub(crate) fn run(_irq: &IrqDisabled, vmcb: &mut HwBox<Vmcb>, ctx: &SwitchCtx<'_>, regs: &mut [u64; 16]) -> bool {
+pub(crate) fn run(_irq: &IrqDisabled, vmcb: &mut HwBox<Vmcb>, ctx: &SwitchCtx<'_>, regs: &mut [u64; 16]) -> SwitchOut {
     let vmcb_pa = vmcb.phys_addr();
+    let has_xsave = x86::boot_cpu_has(x86::Feature::Osxsave);
+    if let Some(pkru) = ctx.guest_pkru {
+        // SAFETY: Only requested when the host has CR4.PKE; interrupts are
+        // off, so no host code touches user memory until it is restored.
+        unsafe { wrpkru(pkru) };
+    }
     if let Some(xcr0) = ctx.guest_xcr0 {
         // SAFETY: The value was validated as an XCR0 the CPU accepts, a
         // subset of the host's; with interrupts off, the FPU core cannot
@@ -114,11 +161,22 @@ pub(crate) fn run(_irq: &IrqDisabled, vmcb: &mut HwBox<Vmcb>, ctx: &SwitchCtx<'_
     // to stay valid while the guest runs (see above). A faulting SVM
     // instruction is fixed up and reported.
     let fault = unsafe { kvm_rs_svm_vcpu_run(vmcb_pa, ctx.host_save.phys_addr(), regs.as_mut_ptr()) };
-    if ctx.guest_xcr0.is_some() {
+    // The guest's XCR0 is read back whether or not it was loaded: a CPU that
+    // does not intercept XSETBV (QEMU's emulated SVM) lets the guest change
+    // it, and the host must never run with a guest value.
+    let xcr0 = if has_xsave { xgetbv0() } else { 0 };
+    if has_xsave && xcr0 != ctx.host_xcr0 {
         // SAFETY: The host's own XCR0, read before entry.
         unsafe { x86::xsetbv(0, ctx.host_xcr0) };
     }
-    fault == 0
+    let pkru = ctx.guest_pkru.map(|_| rdpkru());
+    if let Some(p) = pkru {
+        if p != ctx.host_pkru {
+            // SAFETY: The host's own PKRU, read before entry; CR4.PKE is set.
+            unsafe { wrpkru(ctx.host_pkru) };
+        }
+    }
+    SwitchOut { ok: fault == 0, xcr0, pkru }
 }
 
 /// Flushes the TLB entry of `gva` for `asid` (INVLPGA), for flushing a guest
