@@ -8,7 +8,7 @@ set -euo pipefail
 
 [ -f "$KERNEL_TARBALL" ] || { echo "missing $KERNEL_TARBALL: run scripts/setup-deps.sh" >&2; exit 1; }
 [ -n "$KVER" ] || { echo "linux-source-6.12 is not installed" >&2; exit 1; }
-mkdir -p "$KVMRS_CACHE"
+mkdir -p "$KVMRS_KCACHE"
 
 # 1. Pristine source (patched files are regenerated from it) and the build tree.
 if [ ! -f "$KPRISTINE/.kvmrs-done" ]; then
@@ -28,7 +28,7 @@ fi
 # 2. Kernel-crate additions: new files are copied (only when their content changed),
 #    edits to existing files are patches applied to the pristine file.
 rsync -rc --exclude=patches/ "$KVMRS_ROOT/rust/" "$KTREE/rust/"
-STAGE=$KVMRS_CACHE/stage
+STAGE=$KVMRS_KCACHE/stage
 rm -rf "$STAGE" && mkdir -p "$STAGE"
 patched=()
 for p in "$KVMRS_ROOT"/rust/patches/*.patch; do

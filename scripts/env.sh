@@ -13,8 +13,12 @@ kernel_version() {
   dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null | sed 's/-.*//'
 }
 KVER=$(kernel_version)
-KTREE=$KVMRS_CACHE/linux-$KVER
-KPRISTINE=$KVMRS_CACHE/pristine-$KVER
+# The kernel tree may live in another cache (KVMRS_KCACHE), so that a second
+# work tree can build its module, selftests and images against an already
+# built kernel without rebuilding it (it must then not run build-kernel.sh).
+KVMRS_KCACHE=${KVMRS_KCACHE:-$KVMRS_CACHE}
+KTREE=$KVMRS_KCACHE/linux-$KVER
+KPRISTINE=$KVMRS_KCACHE/pristine-$KVER
 MODBUILD=$KVMRS_CACHE/module
 SELFTEST_OUT=$KVMRS_CACHE/selftests
 IMAGES=$KVMRS_CACHE/images

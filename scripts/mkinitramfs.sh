@@ -23,5 +23,7 @@ if [ -d "$SELFTEST_OUT/project" ]; then
     if head -c4 "$f" | grep -q ELF; then strip -o "$dst" "$f"; else install -m 755 "$f" "$dst"; fi
   done
 fi
-(cd "$R" && find . | cpio -o -H newc --quiet) | gzip -1 > "$IMAGES/base.cpio.gz"
+# Written aside and renamed, so that a test VM starting meanwhile never reads half an image.
+(cd "$R" && find . | cpio -o -H newc --quiet) | gzip -1 > "$IMAGES/base.cpio.gz.tmp"
+mv -f "$IMAGES/base.cpio.gz.tmp" "$IMAGES/base.cpio.gz"
 log "initramfs: $IMAGES/base.cpio.gz ($(du -h "$IMAGES/base.cpio.gz" | cut -f1))"

@@ -1024,15 +1024,19 @@ impl<B: Backend> X86Vcpu<B> {
         if e.flags & !(1 | 2 | 4 | 8 | 16 | 32) != 0 {
             return Err(EINVAL);
         }
-        if e.flags & 16 != 0 || e.exc_pending != 0 {
-            // KVM_CAP_EXCEPTION_PAYLOAD is not offered.
+        // KVM_CAP_EXCEPTION_PAYLOAD is not offered: the payload flag is
+        // refused and `exception.pending` ignored, as the C KVM does then.
+        if e.flags & 16 != 0 {
             return Err(EINVAL);
         }
+        let mut e = *e;
+        e.exc_pending = 0;
+        let e = &e;
         // SMM is not supported: only "not in SMM, nothing pending".
         if e.flags & 8 != 0 && (e.smi[0] != 0 || e.smi[1] != 0) {
             return Err(EINVAL);
         }
-        if e.exc_injected != 0 && (e.exc_nr > 31 || e.exc_nr == 2) {
+        if (e.exc_injected != 0 || e.exc_pending != 0) && (e.exc_nr > 31 || e.exc_nr == 2) {
             return Err(EINVAL);
         }
         self.reinject = None;
@@ -1688,11 +1692,96 @@ fn write_arg(arg: usize, b: &[u8]) -> Result<isize> {
     Ok(0)
 }
 
+/// `KVM_SYNC_X86_*`: the state `kvm_run.s.regs` carries.
+const KVM_SYNC_X86_REGS: u64 = 1;
+const KVM_SYNC_X86_SREGS: u64 = 2;
+const KVM_SYNC_X86_EVENTS: u64 = 4;
+/// `KVM_SYNC_X86_VALID_FIELDS`, also `KVM_CHECK_EXTENSION(KVM_CAP_SYNC_REGS)`.
+pub(crate) const KVM_SYNC_X86_VALID_FIELDS: u64 = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
+/// Offsets of `struct kvm_sync_regs` in `kvm_run`.
+const SYNC_REGS_OFF: usize = run::SYNC_REGS;
+const SYNC_SREGS_OFF: usize = SYNC_REGS_OFF + KvmRegs::SIZE;
+const SYNC_EVENTS_OFF: usize = SYNC_SREGS_OFF + KvmSregs::SIZE;
+
+impl<B: Backend> X86Vcpu<B> {
+    /// `sync_regs()`: applies the state user space marked dirty in
+    /// `kvm_run`. Each struct is copied out of the shared page once, then
+    /// checked and applied, so a racing writer cannot change it halfway.
+    fn sync_regs(&mut self, ctx: &VcpuCtx<'_>, dirty: u64) -> Result {
+        if dirty & KVM_SYNC_X86_REGS != 0 {
+            let mut b = [0u8; KvmRegs::SIZE];
+            ctx.run.read_bytes(SYNC_REGS_OFF, &mut b);
+            self.set_regs(&KvmRegs::from_bytes(&b));
+        }
+        if dirty & KVM_SYNC_X86_SREGS != 0 {
+            let mut b = [0u8; KvmSregs::SIZE];
+            ctx.run.read_bytes(SYNC_SREGS_OFF, &mut b);
+            self.set_sregs(&KvmSregs::from_bytes(&b)).map_err(|_| EINVAL)?;
+        }
+        if dirty & KVM_SYNC_X86_EVENTS != 0 {
+            let mut b = [0u8; KvmVcpuEvents::SIZE];
+            ctx.run.read_bytes(SYNC_EVENTS_OFF, &mut b);
+            self.set_events(&KvmVcpuEvents::from_bytes(&b))?;
+        }
+        // The C KVM clears the bits it consumed.
+        ctx.run.write_u64(run::KVM_DIRTY_REGS, 0);
+        Ok(())
+    }
+
+    /// `store_regs()`: copies the state user space asked for into `kvm_run`.
+    fn store_regs(&self, ctx: &VcpuCtx<'_>, valid: u64) {
+        if valid & KVM_SYNC_X86_REGS != 0 {
+            ctx.run.write_bytes(SYNC_REGS_OFF, &self.get_regs().to_bytes());
+        }
+        if valid & KVM_SYNC_X86_SREGS != 0 {
+            ctx.run.write_bytes(SYNC_SREGS_OFF, &self.get_sregs().to_bytes());
+        }
+        if valid & KVM_SYNC_X86_EVENTS != 0 {
+            ctx.run.write_bytes(SYNC_EVENTS_OFF, &self.get_events().to_bytes());
+        }
+    }
+
+    /// `KVM_TRANSLATE`: a supervisor translation of a linear address.
+    fn translate_ioctl(&self, ctx: &VcpuCtx<'_>, arg: usize) -> Result<isize> {
+        let b: [u8; 24] = read_arg(arg)?;
+        let la = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let mut out = [0u8; 24];
+        out[0..8].copy_from_slice(&la.to_ne_bytes());
+        let access = Access { write: false, fetch: false, user: false, smap_override: true };
+        match paging_tmpl::translate(&mut WalkMem(ctx.vm), &self.paging_ctx(), la, access) {
+            Ok(t) => {
+                out[8..16].copy_from_slice(&t.gpa.to_ne_bytes());
+                out[16] = 1; // valid
+                out[17] = 1; // writeable, as the C KVM reports
+            }
+            Err(_) => out[8..16].copy_from_slice(&u64::MAX.to_ne_bytes()),
+        }
+        write_arg(arg, &out)
+    }
+}
+
 impl<B: Backend> ArchVcpu for X86Vcpu<B> {
     fn run(&mut self, ctx: &VcpuCtx<'_>) -> Result<isize> {
-        self.fpu.swap_in();
-        let r = self.run_loop(ctx);
-        self.fpu.swap_out();
+        ctx.run.write_u16(run::FLAGS, 0);
+        // Read once: user space may change them while KVM_RUN runs.
+        let valid = ctx.run.read_u64(run::KVM_VALID_REGS);
+        let dirty = ctx.run.read_u64(run::KVM_DIRTY_REGS);
+        let r = if (valid | dirty) & !KVM_SYNC_X86_VALID_FIELDS != 0 {
+            Err(EINVAL)
+        } else if dirty != 0 {
+            self.sync_regs(ctx, dirty)
+        } else {
+            Ok(())
+        };
+        let r = r.and_then(|()| {
+            self.fpu.swap_in();
+            let r = self.run_loop(ctx);
+            self.fpu.swap_out();
+            r
+        });
+        if valid != 0 {
+            self.store_regs(ctx, valid);
+        }
         self.post_run_save(ctx);
         r
     }
@@ -1776,6 +1865,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                 self.lapic.set_state(&st, now_ns(), &VmFlags::DEFAULT).map_err(crate::kvm_main::err)?;
                 Ok(0)
             }
+            ioc::KVM_TRANSLATE => self.translate_ioctl(ctx, arg),
             ioc::KVM_NMI => {
                 self.nmi_pending = true;
                 Ok(0)

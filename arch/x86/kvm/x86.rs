@@ -111,6 +111,10 @@ pub(crate) mod ioc {
     pub(crate) const KVM_INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_NMI`.
     pub(crate) const KVM_NMI: u32 = io(0x9a);
+    /// `KVM_TRANSLATE`.
+    pub(crate) const KVM_TRANSLATE: u32 = iowr(0x85, 24);
+    /// `KVM_CAP_SYNC_REGS`.
+    pub(crate) const KVM_CAP_SYNC_REGS: i64 = 74;
     /// `KVM_GET_LAPIC`.
     pub(crate) const KVM_GET_LAPIC: u32 = ior(0x8e, 1024);
     /// `KVM_SET_LAPIC`.
@@ -218,6 +222,7 @@ impl<B: Backend> Arch for X86<B> {
             KVM_CAP_SET_TSS_ADDR | KVM_CAP_SET_IDENTITY_MAP_ADDR => 1,
             KVM_CAP_VCPU_EVENTS | KVM_CAP_DEBUGREGS | KVM_CAP_XCRS | KVM_CAP_GET_TSC_KHZ => 1,
             KVM_CAP_GET_MSR_FEATURES => 1,
+            KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
             KVM_CAP_XSAVE => i64::from(x86::boot_cpu_has(x86::Feature::Xsave)),
             KVM_CAP_XSAVE2 => vcpu::xsave2_size(&self.supported) as i64,
             KVM_CAP_VM_TYPES => 1 << uapi::KVM_X86_DEFAULT_VM,
