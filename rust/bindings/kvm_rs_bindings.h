@@ -20,3 +20,5 @@
 #include <asm/reboot.h>
 #include <asm/tsc.h>
 #include <asm/processor.h>
+#include <linux/hrtimer.h>
+#include <linux/wait.h>

@@ -145,3 +145,9 @@ int rust_helper_cond_resched(void)
 {
 	return cond_resched();
 }
+
+/* waitqueue.rs */
+void rust_helper_kvm_rs_send_reschedule(int cpu)
+{
+	arch_smp_send_reschedule(cpu);
+}

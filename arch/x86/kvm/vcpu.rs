@@ -9,7 +9,7 @@ use super::backend::{vector, Backend, EntryCtx, Event, Exit, VendorVcpu};
 use super::cpuid::{self, feature, CpuidEntry};
 use super::emulate::{self, ExecMode, MmioInsn, MmioOp};
 use super::ioc;
-use super::lapic::{self, Action, Lapic, LapicConfig, VmFlags};
+use super::lapic::{self, Action, Delivered, HostTimer, Lapic, LapicConfig, VmFlags};
 use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
 use super::msrs::{self, *};
 use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
@@ -24,6 +24,7 @@ use kernel::{
     sync::Arc,
     uaccess::UserSlice,
     user_mem::PinnedPage,
+    waitqueue::WaitResult,
     x86,
 };
 
@@ -184,6 +185,8 @@ pub(crate) struct X86Vcpu<B: Backend> {
     user_irq: Option<u8>,
     pending_io: Option<PendingIo>,
     pending_mmio: Option<PendingMmio>,
+    /// What the host timer is armed for.
+    armed: HostTimer,
     tlb_gen_seen: u64,
     last_cpu: u32,
 }
@@ -230,6 +233,7 @@ impl<B: Backend> X86Vcpu<B> {
             user_irq: None,
             pending_io: None,
             pending_mmio: None,
+            armed: HostTimer::Off,
             tlb_gen_seen: 0,
             last_cpu: 0,
         };
@@ -430,8 +434,37 @@ impl<B: Backend> X86Vcpu<B> {
         self.queue_exception(vector::UD, None);
     }
 
+    /// Arms, re-arms or stops the host timer to match what the LAPIC needs.
+    fn sync_timer(&mut self) {
+        let want = self.lapic.host_timer();
+        if want == self.armed {
+            return;
+        }
+        self.armed = want;
+        match want {
+            HostTimer::Off => self.shared.timer.cancel(),
+            HostTimer::At { expires_ns } => self.shared.timer.start_at(expires_ns),
+            HostTimer::TscDeadline { tsc } => {
+                // Guest TSC ticks to host nanoseconds at the guest TSC rate.
+                let khz = u64::from(self.vm.tsc_khz.load(Ordering::Relaxed)).max(1);
+                let now_tsc = self.guest_tsc();
+                let delta_ns = tsc.saturating_sub(now_tsc).saturating_mul(1_000_000) / khz;
+                self.shared.timer.start_at(now_ns().saturating_add(delta_ns));
+            }
+        }
+    }
+
     /// Moves interrupts posted by other vCPUs and devices into the LAPIC.
     fn drain_posted(&mut self) {
+        if self.shared.kicker.timer_fired.swap(false, Ordering::SeqCst) {
+            let exp = self.lapic.timer_fired(now_ns());
+            if exp.delivered == Delivered::Nmi {
+                self.nmi_pending = true;
+            }
+            // A periodic timer re-arms: what was armed has fired.
+            self.armed = HostTimer::Off;
+            self.sync_timer();
+        }
         if self.shared.posted_nmi.swap(false, Ordering::SeqCst) {
             self.nmi_pending = true;
         }
@@ -495,7 +528,7 @@ impl<B: Backend> X86Vcpu<B> {
         if_set && (self.lapic.highest_pending().is_some() || self.user_irq.is_some())
     }
 
-    /// Sleeps while halted; `Err(EINTR)` on a signal.
+    /// Sleeps while halted; `Err(EINTR)` on a signal (C: `kvm_vcpu_block()`).
     fn block(&mut self, ctx: &VcpuCtx<'_>) -> Result {
         loop {
             self.drain_posted();
@@ -508,12 +541,9 @@ impl<B: Backend> X86Vcpu<B> {
                 mp::RUNNABLE => return Ok(()),
                 _ => {}
             }
-            let mut g = self.shared.wait_lock.lock();
-            if self.shared.pending.swap(false, Ordering::SeqCst) {
-                continue;
-            }
-            if self.shared.wake.wait_interruptible(&mut g) {
-                drop(g);
+            let k = self.shared.kicker.clone();
+            let r = k.wq.wait_interruptible(|| k.pending.swap(false, Ordering::SeqCst), None);
+            if r == WaitResult::Signal {
                 ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
                 return Err(EINTR);
             }
@@ -525,6 +555,7 @@ impl<B: Backend> X86Vcpu<B> {
         if self.lapic.take_init() {
             let bsp = self.lapic.apic_base() & lapic::APICBASE_BSP != 0;
             self.lapic.init(bsp, &VmFlags::DEFAULT);
+            self.sync_timer();
             self.hw.reset();
             self.reset_gprs();
             self.mp_state = if bsp { mp::RUNNABLE } else { mp::INIT_RECEIVED };
@@ -549,6 +580,7 @@ impl<B: Backend> X86Vcpu<B> {
             Some(Action::Ipi(ipi)) => self.send_ipi(&ipi),
             Some(Action::Eoi { .. }) | Some(Action::Timer(_)) | None => {}
         }
+        self.sync_timer();
     }
 
     /// Delivers an IPI. Destinations are matched against this vCPU's LAPIC
@@ -825,6 +857,7 @@ impl<B: Backend> X86Vcpu<B> {
             MSR_K7_HWCR => self.hwcr = msrs::hwcr_write(value).ok_or(())?,
             MSR_IA32_TSC_DEADLINE if self.irqchip() && (host || self.has(feature::TSC_DEADLINE)) => {
                 let _ = self.lapic.set_tsc_deadline(value);
+                self.sync_timer();
             }
             X2APIC_FIRST..=X2APIC_LAST if self.irqchip() => {
                 let a = self.lapic.wrmsr(index, value, now_ns()).map_err(|_| ())?;
@@ -1108,11 +1141,12 @@ impl<B: Backend> X86Vcpu<B> {
             let (exit, next) = {
                 let irq = IrqDisabled::new();
                 let cpu = irq.cpu();
-                self.shared.cpu.store(cpu, Ordering::SeqCst);
-                self.shared.mode.store(IN_GUEST_MODE, Ordering::SeqCst);
+                let k = &self.shared.kicker;
+                k.cpu.store(cpu, Ordering::SeqCst);
+                k.mode.store(IN_GUEST_MODE, Ordering::SeqCst);
                 // A request posted after the checks above: handle it first.
-                if self.shared.pending.swap(false, Ordering::SeqCst) {
-                    self.shared.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
+                if k.pending.swap(false, Ordering::SeqCst) {
+                    k.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
                     drop(irq);
                     self.undo_injection();
                     continue;
@@ -1140,7 +1174,7 @@ impl<B: Backend> X86Vcpu<B> {
                 self.tlb_gen_seen = gen;
                 self.last_cpu = cpu;
                 let r = self.hw.run(&irq, &mut entry, &mut self.gprs, &mut self.rip);
-                self.shared.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
+                self.shared.kicker.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
                 if x86::boot_cpu_has(x86::Feature::Osxsave) {
                     self.xcr0 = entry.exit_xcr0;
                 }
@@ -1863,6 +1897,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                 }
                 let st: [u8; lapic::KVM_APIC_REG_SIZE] = read_arg(arg)?;
                 self.lapic.set_state(&st, now_ns(), &VmFlags::DEFAULT).map_err(crate::kvm_main::err)?;
+                self.sync_timer();
                 Ok(0)
             }
             ioc::KVM_TRANSLATE => self.translate_ioctl(ctx, arg),

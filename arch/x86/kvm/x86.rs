@@ -11,12 +11,14 @@ use backend::Backend;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use cpuid::{CpuidEntry, HostCpuid};
 use kernel::{
-    new_condvar, new_mutex, new_spinlock,
+    hrtimer::{HrTimer, HrTimerCallback},
+    new_mutex, new_waitqueue,
     prelude::*,
     smp,
-    sync::{Arc, CondVar, Mutex, SpinLock},
+    sync::{Arc, Mutex},
     uaccess::UserSlice,
     user_mem::PinnedPage,
+    waitqueue::{send_reschedule, WaitQueue},
     x86,
 };
 use mmu::tdp_mmu::Tdp;
@@ -113,6 +115,8 @@ pub(crate) mod ioc {
     pub(crate) const KVM_NMI: u32 = io(0x9a);
     /// `KVM_TRANSLATE`.
     pub(crate) const KVM_TRANSLATE: u32 = iowr(0x85, 24);
+    /// `KVM_CAP_TSC_DEADLINE_TIMER`.
+    pub(crate) const KVM_CAP_TSC_DEADLINE_TIMER: i64 = 72;
     /// `KVM_CAP_SYNC_REGS`.
     pub(crate) const KVM_CAP_SYNC_REGS: i64 = 74;
     /// `KVM_GET_LAPIC`.
@@ -223,6 +227,7 @@ impl<B: Backend> Arch for X86<B> {
             KVM_CAP_VCPU_EVENTS | KVM_CAP_DEBUGREGS | KVM_CAP_XCRS | KVM_CAP_GET_TSC_KHZ => 1,
             KVM_CAP_GET_MSR_FEATURES => 1,
             KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
+            KVM_CAP_TSC_DEADLINE_TIMER => 1,
             KVM_CAP_XSAVE => i64::from(x86::boot_cpu_has(x86::Feature::Xsave)),
             KVM_CAP_XSAVE2 => vcpu::xsave2_size(&self.supported) as i64,
             KVM_CAP_VM_TYPES => 1 << uapi::KVM_X86_DEFAULT_VM,
@@ -361,62 +366,102 @@ pub(crate) const OUTSIDE_GUEST_MODE: u8 = 0;
 /// See [`OUTSIDE_GUEST_MODE`].
 pub(crate) const IN_GUEST_MODE: u8 = 1;
 
-/// The part of a vCPU other threads touch: to kick it out of guest mode, to
-/// post an interrupt to it, to wake it from HLT.
+/// How to get a vCPU's attention from another thread or from its timer: wake
+/// it if it sleeps, IPI it if it is in guest mode (`kvm_vcpu_kick()`).
+/// Everything here may be used from hard interrupt context.
 #[pin_data]
-pub(crate) struct VcpuShared {
-    /// The vCPU id.
-    pub(crate) id: u32,
+pub(crate) struct Kicker {
     /// [`IN_GUEST_MODE`] or [`OUTSIDE_GUEST_MODE`].
     pub(crate) mode: AtomicU8,
     /// The CPU it last entered the guest on.
     pub(crate) cpu: AtomicU32,
     /// Something was posted: re-check before entering or while halted.
     pub(crate) pending: AtomicBool,
-    /// Interrupt vectors posted by other vCPUs or devices (256 bits), and
-    /// whether each is level-triggered.
-    pub(crate) posted_irr: [AtomicU64; 4],
-    /// Level-triggered flags of the posted vectors.
-    pub(crate) posted_tmr: [AtomicU64; 4],
-    /// A posted NMI.
-    pub(crate) posted_nmi: AtomicBool,
-    /// Lock of the halt wait.
+    /// The LAPIC timer fired.
+    pub(crate) timer_fired: AtomicBool,
+    /// A halted vCPU sleeps here.
     #[pin]
-    pub(crate) wait_lock: SpinLock<()>,
-    /// Halted vCPUs sleep here.
-    #[pin]
-    pub(crate) wake: CondVar,
+    pub(crate) wq: WaitQueue,
 }
 
-impl VcpuShared {
-    fn new(id: u32) -> Result<Arc<Self>> {
+impl Kicker {
+    fn new() -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Self {
-                id,
                 mode: AtomicU8::new(OUTSIDE_GUEST_MODE),
                 cpu: AtomicU32::new(0),
                 pending: AtomicBool::new(false),
-                posted_irr: [const { AtomicU64::new(0) }; 4],
-                posted_tmr: [const { AtomicU64::new(0) }; 4],
-                posted_nmi: AtomicBool::new(false),
-                wait_lock <- new_spinlock!(()),
-                wake <- new_condvar!(),
+                timer_fired: AtomicBool::new(false),
+                wq <- new_waitqueue!(),
             }),
             GFP_KERNEL_ACCOUNT,
         )
     }
 
-    /// Makes the vCPU notice `pending` soon: wakes it if halted, IPIs it if
-    /// in guest mode (`kvm_vcpu_kick()`).
+    /// Makes the vCPU notice `pending` soon.
     pub(crate) fn kick(&self) {
         self.pending.store(true, Ordering::SeqCst);
-        {
-            let _g = self.wait_lock.lock();
-            self.wake.notify_all();
-        }
+        self.wq.wake_all();
         if self.mode.load(Ordering::SeqCst) == IN_GUEST_MODE {
-            let _ = smp::kick_cpu(self.cpu.load(Ordering::SeqCst), false);
+            send_reschedule(self.cpu.load(Ordering::SeqCst));
         }
+    }
+}
+
+/// The LAPIC timer's target: the vCPU's kicker.
+pub(crate) struct TimerTarget(pub(crate) Arc<Kicker>);
+
+impl HrTimerCallback for TimerTarget {
+    fn fired(&self) {
+        self.0.timer_fired.store(true, Ordering::SeqCst);
+        self.0.kick();
+    }
+}
+
+/// The part of a vCPU other threads touch: to kick it out of guest mode, to
+/// post an interrupt to it, to wake it from HLT; and its LAPIC timer.
+#[pin_data]
+pub(crate) struct VcpuShared {
+    /// The vCPU id.
+    pub(crate) id: u32,
+    /// Waking and kicking.
+    pub(crate) kicker: Arc<Kicker>,
+    /// Interrupt vectors posted by other vCPUs or devices (256 bits).
+    pub(crate) posted_irr: [AtomicU64; 4],
+    /// Level-triggered flags of the posted vectors.
+    pub(crate) posted_tmr: [AtomicU64; 4],
+    /// A posted NMI.
+    pub(crate) posted_nmi: AtomicBool,
+    /// The host timer behind the LAPIC timer.
+    #[pin]
+    pub(crate) timer: HrTimer<TimerTarget>,
+}
+
+impl VcpuShared {
+    fn new(id: u32) -> Result<Arc<Self>> {
+        let kicker = Kicker::new()?;
+        let target = TimerTarget(kicker.clone());
+        Arc::pin_init(
+            pin_init!(Self {
+                id,
+                kicker,
+                posted_irr: [const { AtomicU64::new(0) }; 4],
+                posted_tmr: [const { AtomicU64::new(0) }; 4],
+                posted_nmi: AtomicBool::new(false),
+                timer <- HrTimer::new(target),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        )
+    }
+
+    /// Kicks the vCPU (see [`Kicker::kick`]).
+    pub(crate) fn kick(&self) {
+        self.kicker.kick();
+    }
+
+    /// Whether the vCPU is in guest mode now, and on which CPU.
+    pub(crate) fn in_guest(&self) -> Option<u32> {
+        (self.kicker.mode.load(Ordering::SeqCst) == IN_GUEST_MODE).then(|| self.kicker.cpu.load(Ordering::SeqCst))
     }
 
     /// Posts interrupt `vector` (accepted into the LAPIC at the next entry).
@@ -468,11 +513,11 @@ impl<B: Backend> X86VmShared<B> {
         self.tlb_gen.fetch_add(1, Ordering::SeqCst);
         let vcpus = self.vcpus.lock();
         for v in vcpus.iter() {
-            if v.mode.load(Ordering::SeqCst) == IN_GUEST_MODE {
+            if let Some(cpu) = v.in_guest() {
                 // Waiting for the IPI means waiting until the vCPU has left
                 // guest mode (it takes interrupts only after the #VMEXIT); an
                 // offline CPU runs no guest.
-                let _ = smp::kick_cpu(v.cpu.load(Ordering::SeqCst), true);
+                let _ = smp::kick_cpu(cpu, true);
             }
         }
     }
