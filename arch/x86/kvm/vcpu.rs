@@ -204,8 +204,13 @@ impl<B: Backend> X86Vcpu<B> {
         let hw = vm.backend.create_vcpu()?;
         let id = shared.id;
         let irqchip = vm.irqchip.load(Ordering::SeqCst);
-        let mut lapic = Lapic::new(id, LapicConfig::DEFAULT);
-        lapic.reset(id == 0, &VmFlags::DEFAULT);
+        let cfg = LapicConfig {
+            bus_cycle_ns: vm.apic_bus_cycle_ns.load(Ordering::Relaxed),
+            ioapic_in_kernel: irqchip,
+            ..LapicConfig::DEFAULT
+        };
+        let mut lapic = Lapic::new(id, cfg);
+        lapic.reset(id == 0, &vm.lapic_flags());
         let mut v = Self {
             vm,
             shared,
@@ -554,7 +559,7 @@ impl<B: Backend> X86Vcpu<B> {
     fn handle_init_sipi(&mut self) {
         if self.lapic.take_init() {
             let bsp = self.lapic.apic_base() & lapic::APICBASE_BSP != 0;
-            self.lapic.init(bsp, &VmFlags::DEFAULT);
+            self.lapic.init(bsp, &self.vm.lapic_flags());
             self.sync_timer();
             self.hw.reset();
             self.reset_gprs();
@@ -590,7 +595,7 @@ impl<B: Backend> X86Vcpu<B> {
     fn send_ipi(&mut self, ipi: &lapic::Ipi) {
         use lapic::{DeliveryMode, Shorthand, Source};
         let me = self.shared.id;
-        let to_self = self.lapic.matches_dest(&ipi.dest, Source::ThisApic, &VmFlags::DEFAULT);
+        let to_self = self.lapic.matches_dest(&ipi.dest, Source::ThisApic, &self.vm.lapic_flags());
         if to_self {
             self.lapic.accept(&ipi.irq);
         }
@@ -1888,7 +1893,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                 if !self.irqchip() {
                     return Err(EINVAL);
                 }
-                let st = self.lapic.get_state(now_ns(), &VmFlags::DEFAULT).map_err(crate::kvm_main::err)?;
+                let st = self.lapic.get_state(now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
                 write_arg(arg, &st)
             }
             ioc::KVM_SET_LAPIC => {
@@ -1896,7 +1901,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                     return Err(EINVAL);
                 }
                 let st: [u8; lapic::KVM_APIC_REG_SIZE] = read_arg(arg)?;
-                self.lapic.set_state(&st, now_ns(), &VmFlags::DEFAULT).map_err(crate::kvm_main::err)?;
+                self.lapic.set_state(&st, now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
                 self.sync_timer();
                 Ok(0)
             }

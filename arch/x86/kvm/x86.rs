@@ -117,6 +117,10 @@ pub(crate) mod ioc {
     pub(crate) const KVM_TRANSLATE: u32 = iowr(0x85, 24);
     /// `KVM_CAP_TSC_DEADLINE_TIMER`.
     pub(crate) const KVM_CAP_TSC_DEADLINE_TIMER: i64 = 72;
+    /// `KVM_CAP_X2APIC_API`.
+    pub(crate) const KVM_CAP_X2APIC_API: i64 = 129;
+    /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
+    pub(crate) const KVM_CAP_X86_APIC_BUS_CYCLES_NS: i64 = 237;
     /// `KVM_CAP_SYNC_REGS`.
     pub(crate) const KVM_CAP_SYNC_REGS: i64 = 74;
     /// `KVM_GET_LAPIC`.
@@ -228,6 +232,9 @@ impl<B: Backend> Arch for X86<B> {
             KVM_CAP_GET_MSR_FEATURES => 1,
             KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
             KVM_CAP_TSC_DEADLINE_TIMER => 1,
+            // KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
+            KVM_CAP_X2APIC_API => 3,
+            KVM_CAP_X86_APIC_BUS_CYCLES_NS => lapic::APIC_BUS_CYCLE_NS_DEFAULT as i64,
             KVM_CAP_XSAVE => i64::from(x86::boot_cpu_has(x86::Feature::Xsave)),
             KVM_CAP_XSAVE2 => vcpu::xsave2_size(&self.supported) as i64,
             KVM_CAP_VM_TYPES => 1 << uapi::KVM_X86_DEFAULT_VM,
@@ -265,6 +272,9 @@ impl<B: Backend> Arch for X86<B> {
                 irqchip: AtomicBool::new(false),
                 tsc_khz: AtomicU32::new(x86::tsc_khz()),
                 nr_mmu_pages: AtomicU64::new(0),
+                apic_bus_cycle_ns: AtomicU64::new(lapic::APIC_BUS_CYCLE_NS_DEFAULT),
+                x2apic_format: AtomicBool::new(false),
+                broadcast_quirk_disabled: AtomicBool::new(false),
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -503,6 +513,23 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) tsc_khz: AtomicU32,
     /// `KVM_SET_NR_MMU_PAGES`.
     pub(crate) nr_mmu_pages: AtomicU64,
+    /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
+    pub(crate) apic_bus_cycle_ns: AtomicU64,
+    /// `KVM_CAP_X2APIC_API`: 32-bit x2APIC IDs in `KVM_GET/SET_LAPIC`.
+    pub(crate) x2apic_format: AtomicBool,
+    /// `KVM_CAP_X2APIC_API`: no 0xff broadcast quirk in x2APIC mode.
+    pub(crate) broadcast_quirk_disabled: AtomicBool,
+}
+
+impl<B: Backend> X86VmShared<B> {
+    /// The VM-wide LAPIC flags.
+    pub(crate) fn lapic_flags(&self) -> lapic::VmFlags {
+        lapic::VmFlags {
+            x2apic_format: self.x2apic_format.load(Ordering::Relaxed),
+            broadcast_quirk_disabled: self.broadcast_quirk_disabled.load(Ordering::Relaxed),
+            ..lapic::VmFlags::DEFAULT
+        }
+    }
 }
 
 impl<B: Backend> X86VmShared<B> {
@@ -589,8 +616,41 @@ impl<B: Backend> ArchVm for X86Vm<B> {
         }
     }
 
-    fn enable_cap(&self, _vm: &Vm, _cap: &KvmEnableCap) -> Result<isize> {
-        Err(EINVAL)
+    fn enable_cap(&self, _vm: &Vm, cap: &KvmEnableCap) -> Result<isize> {
+        // x86's kvm_vm_ioctl_enable_cap(): no capability takes flags.
+        if cap.flags != 0 {
+            return Err(EINVAL);
+        }
+        let sh = &self.shared;
+        match i64::from(cap.cap) {
+            ioc::KVM_CAP_X2APIC_API => {
+                if cap.args[0] & !3 != 0 {
+                    return Err(EINVAL);
+                }
+                if cap.args[0] & 1 != 0 {
+                    sh.x2apic_format.store(true, Ordering::SeqCst);
+                }
+                if cap.args[0] & 2 != 0 {
+                    sh.broadcast_quirk_disabled.store(true, Ordering::SeqCst);
+                }
+                Ok(0)
+            }
+            ioc::KVM_CAP_X86_APIC_BUS_CYCLES_NS => {
+                let ns = cap.args[0];
+                if !lapic::LapicConfig::bus_cycle_ns_valid(ns) {
+                    return Err(EINVAL);
+                }
+                if !sh.irqchip.load(Ordering::SeqCst) {
+                    return Err(ENXIO);
+                }
+                if !sh.vcpus.lock().is_empty() {
+                    return Err(EINVAL);
+                }
+                sh.apic_bus_cycle_ns.store(ns, Ordering::SeqCst);
+                Ok(0)
+            }
+            _ => Err(EINVAL),
+        }
     }
 
     fn create_vcpu(&self, _vm: &Vm, id: u32) -> Result<KBox<dyn ArchVcpu>> {
