@@ -7,6 +7,7 @@
 //! and [`ArchVcpu`] traits, implemented by `arch/x86/kvm` (the core never
 //! names it).
 
+use crate::coalesced_mmio::{self, RingMem, Zone, Zones};
 use crate::dev_ioctl::{self, DevIoctl};
 use crate::memslots::{self, Change, MemSlot, Region, SlotStore};
 use crate::uapi::{self, errno, Errno, KvmEnableCap};
@@ -109,8 +110,6 @@ pub(crate) struct VcpuCtx<'a> {
     pub(crate) run: &'a SharedPage,
     /// The PIO data page.
     pub(crate) pio: &'a SharedPage,
-    /// The coalesced MMIO ring.
-    pub(crate) ring: &'a SharedPage,
 }
 
 /// The architecture's part of a vCPU; serialized by the vCPU mutex.
@@ -139,6 +138,9 @@ impl Kvm {
             return v;
         }
         match cap {
+            // The ring's page offset in the vCPU mmap area.
+            coalesced_mmio::KVM_CAP_COALESCED_MMIO => uapi::KVM_COALESCED_MMIO_PAGE_OFFSET as i64,
+            coalesced_mmio::KVM_CAP_COALESCED_PIO => 1,
             uapi::KVM_CAP_CHECK_EXTENSION_VM | uapi::KVM_CAP_ENABLE_CAP_VM => 1,
             uapi::KVM_CAP_IMMEDIATE_EXIT => 1,
             uapi::KVM_CAP_NR_VCPUS => i64::from(num_online_cpus().min(KVM_MAX_VCPUS)),
@@ -156,6 +158,9 @@ impl Kvm {
         // -EIO from its ioctls, as in the C KVM.
         let mm = MmGrab::current().ok_or(EINVAL)?;
         let arch = self.arch.create_vm(vm_type)?;
+        // One coalesced MMIO ring per VM, shared by every vCPU's mapping.
+        let ring = SharedPage::new(GFP_KERNEL_ACCOUNT)?;
+        let zones = KBox::new(Zones::new(), GFP_KERNEL_ACCOUNT)?;
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 kvm: self.into(),
@@ -164,6 +169,8 @@ impl Kvm {
                 inner <- new_mutex!(VmInner { limits: VcpuLimits::default(), vcpus: KVec::new() }),
                 mem <- new_mutex!(VmMem { slots: KVec::new() }),
                 mem_gen: AtomicU64::new(0),
+                ring,
+                coalesced <- new_mutex!(zones),
                 arch,
             }),
             GFP_KERNEL_ACCOUNT,
@@ -230,8 +237,37 @@ pub(crate) struct Vm {
     /// mapping, so that a fault handler that looked a slot up without the lock
     /// can tell that its answer went stale.
     mem_gen: AtomicU64,
+    /// The coalesced MMIO/PIO ring (page `KVM_COALESCED_MMIO_PAGE_OFFSET` of
+    /// every vCPU's mapping).
+    ring: SharedPage,
+    /// The coalesced zones; the lock also serializes appends to the ring
+    /// (C: `kvm->slots_lock` and `kvm->ring_lock`).
+    #[pin]
+    coalesced: Mutex<KBox<Zones<MAX_COALESCED_ZONES>>>,
     /// The architecture's part.
     arch: KBox<dyn ArchVm>,
+}
+
+/// Coalesced zones per VM: the C KVM's limit of devices on one I/O bus
+/// (`NR_IOBUS_DEVS` 1000), less one. kvm-rs counts MMIO and PIO zones
+/// together.
+const MAX_COALESCED_ZONES: usize = 999;
+
+/// The coalesced ring as the ring logic sees it: the shared page, accessed
+/// with single loads and stores.
+struct SharedRing<'a>(&'a SharedPage);
+
+impl RingMem for SharedRing<'_> {
+    fn read_u32(&self, off: usize) -> u32 {
+        self.0.read_u32(off)
+    }
+    fn write(&mut self, off: usize, bytes: &[u8]) {
+        self.0.write_bytes(off, bytes);
+    }
+    fn wmb(&mut self) {
+        // smp_wmb(): the entry is visible before the index that publishes it.
+        core::sync::atomic::fence(Ordering::Release);
+    }
 }
 
 struct VmInner {
@@ -321,6 +357,28 @@ impl Vm {
             done += in_page;
         }
         Ok(())
+    }
+
+    /// Appends a guest write to the coalesced ring if it lies in a zone
+    /// (`coalesced_mmio_write()`): `true` if it was taken, `false` if it must
+    /// exit to user space (not in a zone, or the ring is full).
+    pub(crate) fn coalesced_write(&self, addr: u64, data: &[u8], pio: bool) -> bool {
+        let zones = self.coalesced.lock();
+        zones.write(&mut SharedRing(&self.ring), addr, data, pio).is_ok()
+    }
+
+    /// `KVM_REGISTER_COALESCED_MMIO` / `KVM_UNREGISTER_COALESCED_MMIO`.
+    fn coalesced_ioctl(&self, register: bool, arg: usize) -> Result<isize> {
+        let mut b = [0u8; coalesced_mmio::ZONE_SIZE];
+        UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+        let zone = Zone::from_bytes(&b).map_err(err)?;
+        let mut zones = self.coalesced.lock();
+        if register {
+            zones.register(zone).map_err(err)?;
+        } else {
+            zones.unregister(zone);
+        }
+        Ok(0)
     }
 
     /// `KVM_CREATE_VCPU`.
@@ -428,6 +486,8 @@ impl FileOps for VmFile {
             uapi::KVM_CHECK_EXTENSION => Ok(vm.kvm.check_extension(Some(&vm), arg as i64) as isize),
             memslots::KVM_SET_USER_MEMORY_REGION => vm.set_memory_region(memslots::Ioctl::V1, arg),
             memslots::KVM_SET_USER_MEMORY_REGION2 => vm.set_memory_region(memslots::Ioctl::V2, arg),
+            coalesced_mmio::KVM_REGISTER_COALESCED_MMIO => vm.coalesced_ioctl(true, arg),
+            coalesced_mmio::KVM_UNREGISTER_COALESCED_MMIO => vm.coalesced_ioctl(false, arg),
             _ => vm.arch.ioctl(&vm, cmd, arg),
         }
     }
@@ -442,8 +502,6 @@ pub(crate) struct Vcpu {
     run: SharedPage,
     /// PIO data (page offset `KVM_PIO_PAGE_OFFSET`).
     pio: SharedPage,
-    /// The coalesced MMIO ring (page offset `KVM_COALESCED_MMIO_PAGE_OFFSET`).
-    ring: SharedPage,
     /// C: `vcpu->mutex` around the architecture's state.
     #[pin]
     arch: Mutex<KBox<dyn ArchVcpu>>,
@@ -453,17 +511,17 @@ impl Vcpu {
     fn new(vm: &Vm, id: u32) -> Result<Arc<Self>> {
         // Charged to the caller's memory cgroup, as the C KVM's vCPU pages are.
         let page = || SharedPage::new(GFP_KERNEL_ACCOUNT);
-        let (run, pio, ring) = (page()?, page()?, page()?);
+        let (run, pio) = (page()?, page()?);
         let arch = vm.arch.create_vcpu(vm, id)?;
-        Arc::pin_init(pin_init!(Vcpu { id, run, pio, ring, arch <- new_mutex!(arch) }), GFP_KERNEL_ACCOUNT)
+        Arc::pin_init(pin_init!(Vcpu { id, run, pio, arch <- new_mutex!(arch) }), GFP_KERNEL_ACCOUNT)
     }
 
     /// The page at page offset `pgoff` of the vCPU mmap area.
-    fn page(&self, pgoff: usize) -> Option<&SharedPage> {
+    fn page<'a>(&'a self, vm: &'a Vm, pgoff: usize) -> Option<&'a SharedPage> {
         match pgoff {
             0 => Some(&self.run),
             uapi::KVM_PIO_PAGE_OFFSET => Some(&self.pio),
-            uapi::KVM_COALESCED_MMIO_PAGE_OFFSET => Some(&self.ring),
+            uapi::KVM_COALESCED_MMIO_PAGE_OFFSET => Some(&vm.ring),
             _ => None,
         }
     }
@@ -487,7 +545,7 @@ impl FileOps for VcpuFile {
             return Err(EINVAL);
         }
         let v = &this.vcpu;
-        let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio, ring: &v.ring };
+        let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio };
         let mut arch = v.arch.lock();
         match cmd {
             uapi::KVM_RUN if arg != 0 => Err(EINVAL),
@@ -501,7 +559,7 @@ impl FileOps for VcpuFile {
     fn mmap(this: ArcBorrow<'_, VcpuFile>, vma: &VmArea) -> Result {
         let npages = (vma.end() - vma.start()) / PAGE_SIZE;
         for i in 0..npages {
-            if let Some(page) = vma.pgoff().checked_add(i).and_then(|off| this.vcpu.page(off)) {
+            if let Some(page) = vma.pgoff().checked_add(i).and_then(|off| this.vcpu.page(&this.vm, off)) {
                 vma.insert_page(vma.start() + i * PAGE_SIZE, page.page())?;
             }
         }

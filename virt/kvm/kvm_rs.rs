@@ -6,8 +6,12 @@
 //! layers: `rust/` abstractions, then the core (`virt/kvm`), then x86
 //! (`arch/x86/kvm`), then the vendor backends.
 
+// `pin_init!` of the VM's x86 state (many fields) nests deeper than the default.
+#![recursion_limit = "256"]
+
 use kernel::prelude::*;
 
+mod coalesced_mmio;
 mod dev_ioctl;
 mod kvm_main;
 mod memslots;

@@ -180,9 +180,9 @@ pub(crate) mod run {
     /// `msr.error` (`KVM_EXIT_X86_RDMSR`/`WRMSR`).
     pub(crate) const MSR_ERROR: usize = EXIT;
     /// `msr.reason`.
-    pub(crate) const MSR_REASON: usize = EXIT + 4;
+    pub(crate) const MSR_REASON: usize = EXIT + 8;
     /// `msr.index`.
-    pub(crate) const MSR_INDEX: usize = EXIT + 8;
+    pub(crate) const MSR_INDEX: usize = EXIT + 12;
     /// `msr.data`.
     pub(crate) const MSR_DATA: usize = EXIT + 16;
 

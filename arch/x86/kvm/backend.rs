@@ -177,6 +177,9 @@ pub(crate) struct EntryCtx {
     pub(crate) tdp_root: u64,
     /// Flush the guest's TLB entries before entering.
     pub(crate) flush_tlb: bool,
+    /// Let the guest access the MSRs the hardware switches (segment bases,
+    /// syscall MSRs, PAT) without an exit; false while an MSR filter is set.
+    pub(crate) msr_passthrough: bool,
 }
 
 /// What a vendor backend does for one vCPU.

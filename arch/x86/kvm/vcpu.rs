@@ -91,6 +91,22 @@ const XFEATURE_AVX512: u64 = 0xe0;
 const KVM_ENOSYS: u64 = 1000;
 const KVM_EPERM: u64 = 1;
 
+/// Why an MSR access failed (C: 1 vs `KVM_MSR_RET_UNSUPPORTED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MsrErr {
+    /// A known MSR, an invalid access or value: #GP.
+    Invalid,
+    /// An MSR kvm-rs does not know.
+    Unsupported,
+}
+
+/// An MSR access user space has to complete (`KVM_EXIT_X86_RDMSR/WRMSR`).
+#[derive(Clone, Copy)]
+struct PendingMsr {
+    read: bool,
+    next_rip: u64,
+}
+
 /// What an exit handler wants next.
 enum Flow {
     /// Enter the guest again.
@@ -185,6 +201,9 @@ pub(crate) struct X86Vcpu<B: Backend> {
     user_irq: Option<u8>,
     pending_io: Option<PendingIo>,
     pending_mmio: Option<PendingMmio>,
+    pending_msr: Option<PendingMsr>,
+    /// `MSR_PLATFORM_INFO` (CPUID faulting offered by default, as in C).
+    platform_info: u64,
     /// What the host timer is armed for.
     armed: HostTimer,
     tlb_gen_seen: u64,
@@ -238,6 +257,8 @@ impl<B: Backend> X86Vcpu<B> {
             user_irq: None,
             pending_io: None,
             pending_mmio: None,
+            pending_msr: None,
+            platform_info: PLATFORM_INFO_CPUID_FAULT,
             armed: HostTimer::Off,
             tlb_gen_seen: 0,
             last_cpu: 0,
@@ -773,7 +794,7 @@ impl<B: Backend> X86Vcpu<B> {
 
     /// `kvm_get_msr_common()` and the backend's: `Err(())` is #GP for a
     /// guest, a failed entry for `KVM_GET_MSRS`.
-    fn get_msr(&self, index: u32, host: bool) -> core::result::Result<u64, ()> {
+    fn get_msr(&self, index: u32, host: bool) -> core::result::Result<u64, MsrErr> {
         if let Some(v) = self.hw.get_msr(index) {
             return Ok(v);
         }
@@ -783,23 +804,36 @@ impl<B: Backend> X86Vcpu<B> {
             MSR_IA32_TSC_ADJUST => self.tsc_adjust,
             MSR_IA32_APICBASE => self.lapic.apic_base(),
             MSR_IA32_MISC_ENABLE => self.misc_enable,
-            MSR_PLATFORM_INFO => 0,
+            MSR_PLATFORM_INFO => {
+                if !host && !self.vm.platform_info_readable.load(Ordering::Relaxed) {
+                    return Err(MsrErr::Invalid);
+                }
+                self.platform_info
+            }
             MSR_MISC_FEATURES_ENABLES => self.misc_features_enables,
             MSR_IA32_UCODE_REV => self.microcode,
             MSR_K7_HWCR => self.hwcr,
             MSR_IA32_TSC_DEADLINE if self.irqchip() && (host || self.has(feature::TSC_DEADLINE)) => {
                 self.lapic.tsc_deadline()
             }
-            X2APIC_FIRST..=X2APIC_LAST if self.irqchip() => self.lapic.rdmsr(index, now_ns()).map_err(|_| ())?,
-            _ => return Err(()),
+            X2APIC_FIRST..=X2APIC_LAST if self.irqchip() => {
+                self.lapic.rdmsr(index, now_ns()).map_err(|_| MsrErr::Invalid)?
+            }
+            _ => return Err(MsrErr::Unsupported),
         })
     }
 
     /// `kvm_set_msr_common()` and the backend's.
-    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> core::result::Result<(), ()> {
+    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> core::result::Result<(), MsrErr> {
         if let Some(r) = self.hw.set_msr(index, value) {
-            return r;
+            return r.map_err(|()| MsrErr::Invalid);
         }
+        self.set_msr_common(index, value, host).map_err(|()| MsrErr::Invalid)
+    }
+
+    /// The MSRs x86 common code keeps: `Err(())` is #GP; unknown ones are
+    /// answered by the last arm.
+    fn set_msr_common(&mut self, index: u32, value: u64, host: bool) -> core::result::Result<(), ()> {
         match index {
             MSR_EFER => {
                 let paging = self.hw.cr0() & cr0::PG != 0;
@@ -841,14 +875,19 @@ impl<B: Backend> X86Vcpu<B> {
                 self.misc_enable = msrs::misc_enable_write(self.misc_enable, value, host).ok_or(())?;
             }
             MSR_PLATFORM_INFO => {
-                // Read-only for the guest; user space may write what kvm-rs
-                // offers: CPUID faulting is not offered yet.
-                if !host || value != 0 {
+                // Read-only for the guest. User space may not take CPUID
+                // faulting away while the guest uses it.
+                let faulting = self.misc_features_enables & MISC_FEATURES_CPUID_FAULT != 0;
+                if !host || (value & PLATFORM_INFO_CPUID_FAULT == 0 && faulting) {
                     return Err(());
                 }
+                self.platform_info = value;
             }
             MSR_MISC_FEATURES_ENABLES => {
-                if value != 0 {
+                // Only CPUID faulting, and only if MSR_PLATFORM_INFO offers it.
+                if value & !MISC_FEATURES_CPUID_FAULT != 0
+                    || (value != 0 && self.platform_info & PLATFORM_INFO_CPUID_FAULT == 0)
+                {
                     return Err(());
                 }
                 self.misc_features_enables = value;
@@ -871,6 +910,12 @@ impl<B: Backend> X86Vcpu<B> {
             _ => return Err(()),
         }
         Ok(())
+    }
+
+    /// Whether x86 common code or the backend knows MSR `index` (for the
+    /// "unknown MSR" exit reason of user-space MSR exits).
+    fn msr_known(&self, index: u32) -> bool {
+        self.get_msr(index, true).is_ok()
     }
 
     /// `KVM_GET_MSRS` / `KVM_SET_MSRS` on the vCPU: processes entries until
@@ -898,7 +943,7 @@ impl<B: Backend> X86Vcpu<B> {
                         e[8..16].copy_from_slice(&v.to_ne_bytes());
                         true
                     }
-                    Err(()) => false,
+                    Err(_) => false,
                 }
             };
             if !ok {
@@ -1124,6 +1169,9 @@ impl<B: Backend> X86Vcpu<B> {
         if let Some(m) = self.pending_mmio.take() {
             self.complete_mmio(ctx, m);
         }
+        if let Some(m) = self.pending_msr.take() {
+            self.complete_msr(ctx, m);
+        }
         // `immediate_exit`: back to user space at once, leaving `kvm_run` as
         // the last exit left it (the selftests' ucall completion reads it).
         if ctx.run.read_u8(run::IMMEDIATE_EXIT) != 0 {
@@ -1174,6 +1222,7 @@ impl<B: Backend> X86Vcpu<B> {
                     exit_xcr0: self.xcr0,
                     exit_pkru: None,
                     tdp_root: self.vm.tdp_root,
+                    msr_passthrough: !self.vm.msr_filtered.load(Ordering::SeqCst),
                     flush_tlb: gen != self.tlb_gen_seen || cpu != self.last_cpu,
                 };
                 self.tlb_gen_seen = gen;
@@ -1234,6 +1283,11 @@ impl<B: Backend> X86Vcpu<B> {
             Exit::Io { port, size, input, string, rep, addr_size, seg } => {
                 self.handle_io(ctx, port, size, input, string, rep, addr_size, seg, next)?
             }
+            Exit::Cpuid if self.misc_features_enables & MISC_FEATURES_CPUID_FAULT != 0 && self.hw.cpl() > 0 => {
+                // CPUID faulting the guest enabled: CPUID above CPL 0 is #GP.
+                self.gp();
+                Flow::Resume
+            }
             Exit::Cpuid => {
                 let (f, i) = (self.gprs[gpr::RAX] as u32, self.gprs[gpr::RCX] as u32);
                 let mut r = cpuid::lookup(&self.cpuid, f, i);
@@ -1246,27 +1300,31 @@ impl<B: Backend> X86Vcpu<B> {
             }
             Exit::Rdmsr => {
                 let index = self.gprs[gpr::RCX] as u32;
-                match self.get_msr(index, false) {
+                let r = if self.vm.msr_allowed(index, false) {
+                    self.get_msr(index, false).map_err(Some)
+                } else {
+                    Err(None)
+                };
+                match r {
                     Ok(v) => {
                         self.gprs[gpr::RAX] = v & 0xffff_ffff;
                         self.gprs[gpr::RDX] = v >> 32;
                         self.skip(ctx, next)
                     }
-                    Err(()) => {
-                        self.gp();
-                        Flow::Resume
-                    }
+                    Err(e) => self.msr_failed(ctx, index, 0, true, e, next),
                 }
             }
             Exit::Wrmsr => {
                 let index = self.gprs[gpr::RCX] as u32;
                 let v = (self.gprs[gpr::RAX] & 0xffff_ffff) | (self.gprs[gpr::RDX] << 32);
-                match self.set_msr(index, v, false) {
+                let r = if self.vm.msr_allowed(index, true) {
+                    self.set_msr(index, v, false).map_err(Some)
+                } else {
+                    Err(None)
+                };
+                match r {
                     Ok(()) => self.skip(ctx, next),
-                    Err(()) => {
-                        self.gp();
-                        Flow::Resume
-                    }
+                    Err(e) => self.msr_failed(ctx, index, v, false, e, next),
                 }
             }
             Exit::Hlt => {
@@ -1358,6 +1416,66 @@ impl<B: Backend> X86Vcpu<B> {
                 Flow::User
             }
         })
+    }
+
+    /// A guest RDMSR/WRMSR failed (`None`: the filter denied it): exit to
+    /// user space if it asked for this reason (`kvm_msr_user_space()`), else #GP.
+    fn msr_failed(
+        &mut self,
+        ctx: &VcpuCtx<'_>,
+        index: u32,
+        data: u64,
+        read: bool,
+        e: Option<MsrErr>,
+        next: Option<u64>,
+    ) -> Flow {
+        use super::msr_filter::{MsrExitReason, UserSpaceMsr};
+        let reason = match e {
+            None => MsrExitReason::Filter,
+            Some(MsrErr::Unsupported) => MsrExitReason::Unknown,
+            Some(MsrErr::Invalid) => MsrExitReason::Inval,
+        };
+        let mask = self.vm.user_space_msr.load(Ordering::Relaxed);
+        let wants = UserSpaceMsr::from_cap_arg(u64::from(mask)).map_or(false, |m| m.wants(reason));
+        if !wants {
+            self.gp();
+            return Flow::Resume;
+        }
+        // The exit needs the next RIP now; without the hardware's, decode.
+        let next_rip = match next {
+            Some(n) => n,
+            None => {
+                let rip = self.rip;
+                if let Flow::User = self.skip(ctx, None) {
+                    return Flow::User;
+                }
+                core::mem::replace(&mut self.rip, rip)
+            }
+        };
+        let r = ctx.run;
+        r.write_u32(run::EXIT_REASON, if read { exit::X86_RDMSR } else { exit::X86_WRMSR });
+        r.write_bytes(run::MSR_ERROR, &[0u8; 8]);
+        r.write_u32(run::MSR_REASON, reason.bit());
+        r.write_u32(run::MSR_INDEX, index);
+        r.write_u64(run::MSR_DATA, data);
+        self.pending_msr = Some(PendingMsr { read, next_rip });
+        Flow::User
+    }
+
+    /// User space answered an MSR exit: `msr.error` non-zero is #GP, else a
+    /// RDMSR gets `msr.data` (C: `complete_fast_msr_access()`).
+    fn complete_msr(&mut self, ctx: &VcpuCtx<'_>, m: PendingMsr) {
+        if ctx.run.read_u8(run::MSR_ERROR) != 0 {
+            self.gp();
+            return;
+        }
+        if m.read {
+            let v = ctx.run.read_u64(run::MSR_DATA);
+            self.gprs[gpr::RAX] = v & 0xffff_ffff;
+            self.gprs[gpr::RDX] = v >> 32;
+        }
+        self.rip = m.next_rip;
+        self.hw.set_interrupt_shadow(false);
     }
 
     /// MOV to/from DRn: the registers are emulated (C: `dr_interception()`).
@@ -1471,7 +1589,13 @@ impl<B: Backend> X86Vcpu<B> {
             }
         } else if !input {
             let v = self.gprs[gpr::RAX].to_le_bytes();
-            ctx.pio.write_bytes(0, &v[..usize::from(size)]);
+            let data = &v[..usize::from(size)];
+            // A write into a coalesced PIO zone goes to the ring, no exit.
+            if ctx.vm.coalesced_write(u64::from(port), data, true) {
+                self.rip = next_rip;
+                return Ok(Flow::Resume);
+            }
+            ctx.pio.write_bytes(0, data);
         }
         let io = PendingIo { size, input, string, count, rep, addr_size, next_rip };
         ctx.run.write_u32(run::EXIT_REASON, exit::IO);
@@ -1679,6 +1803,13 @@ impl<B: Backend> X86Vcpu<B> {
             let v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
             let mut data = [0u8; 8];
             data[..usize::from(size)].copy_from_slice(&v[..usize::from(size)]);
+            // A write into a coalesced MMIO zone goes to the ring, no exit.
+            if ctx.vm.coalesced_write(gpa, &data[..usize::from(size)], false) {
+                emulate::string_advance(&mut self.gprs, &insn, df);
+                self.rip = next_rip;
+                self.hw.set_interrupt_shadow(false);
+                return Ok(Flow::Resume);
+            }
             ctx.run.write_bytes(run::MMIO_DATA, &data);
             // The write is done as far as the guest is concerned.
             emulate::string_advance(&mut self.gprs, &insn, df);

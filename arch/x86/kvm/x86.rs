@@ -22,6 +22,7 @@ use kernel::{
     x86,
 };
 use mmu::tdp_mmu::Tdp;
+use msr_filter::{KvmMsrFilter, MsrFilter};
 
 #[path = "backend.rs"]
 pub(crate) mod backend;
@@ -31,6 +32,8 @@ pub(crate) mod cpuid;
 pub(crate) mod emulate;
 #[path = "lapic.rs"]
 pub(crate) mod lapic;
+#[path = "msr_filter.rs"]
+pub(crate) mod msr_filter;
 #[path = "msrs.rs"]
 pub(crate) mod msrs;
 #[path = "regs.rs"]
@@ -121,6 +124,8 @@ pub(crate) mod ioc {
     pub(crate) const KVM_CAP_X2APIC_API: i64 = 129;
     /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
     pub(crate) const KVM_CAP_X86_APIC_BUS_CYCLES_NS: i64 = 237;
+    /// `KVM_CAP_MSR_PLATFORM_INFO`.
+    pub(crate) const KVM_CAP_MSR_PLATFORM_INFO: i64 = 159;
     /// `KVM_CAP_SYNC_REGS`.
     pub(crate) const KVM_CAP_SYNC_REGS: i64 = 74;
     /// `KVM_GET_LAPIC`.
@@ -232,6 +237,8 @@ impl<B: Backend> Arch for X86<B> {
             KVM_CAP_GET_MSR_FEATURES => 1,
             KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
             KVM_CAP_TSC_DEADLINE_TIMER => 1,
+            KVM_CAP_MSR_PLATFORM_INFO => 1,
+            msr_filter::KVM_CAP_X86_USER_SPACE_MSR | msr_filter::KVM_CAP_X86_MSR_FILTER => 1,
             // KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
             KVM_CAP_X2APIC_API => 3,
             KVM_CAP_X86_APIC_BUS_CYCLES_NS => lapic::APIC_BUS_CYCLE_NS_DEFAULT as i64,
@@ -273,6 +280,10 @@ impl<B: Backend> Arch for X86<B> {
                 tsc_khz: AtomicU32::new(x86::tsc_khz()),
                 nr_mmu_pages: AtomicU64::new(0),
                 apic_bus_cycle_ns: AtomicU64::new(lapic::APIC_BUS_CYCLE_NS_DEFAULT),
+                msr_filter <- new_mutex!(None),
+                msr_filtered: AtomicBool::new(false),
+                user_space_msr: AtomicU32::new(0),
+                platform_info_readable: AtomicBool::new(true),
                 x2apic_format: AtomicBool::new(false),
                 broadcast_quirk_disabled: AtomicBool::new(false),
             }),
@@ -515,6 +526,15 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) nr_mmu_pages: AtomicU64,
     /// `KVM_CAP_X86_APIC_BUS_CYCLES_NS`.
     pub(crate) apic_bus_cycle_ns: AtomicU64,
+    /// `KVM_X86_SET_MSR_FILTER`'s filter, if any.
+    #[pin]
+    pub(crate) msr_filter: Mutex<Option<MsrFilter<KVec<u8>>>>,
+    /// Whether a filter is installed (vCPUs then intercept every MSR).
+    pub(crate) msr_filtered: AtomicBool,
+    /// `KVM_CAP_X86_USER_SPACE_MSR`'s exit-reason mask.
+    pub(crate) user_space_msr: AtomicU32,
+    /// `KVM_CAP_MSR_PLATFORM_INFO`: guests may read MSR_PLATFORM_INFO.
+    pub(crate) platform_info_readable: AtomicBool,
     /// `KVM_CAP_X2APIC_API`: 32-bit x2APIC IDs in `KVM_GET/SET_LAPIC`.
     pub(crate) x2apic_format: AtomicBool,
     /// `KVM_CAP_X2APIC_API`: no 0xff broadcast quirk in x2APIC mode.
@@ -522,6 +542,34 @@ pub(crate) struct X86VmShared<B: Backend> {
 }
 
 impl<B: Backend> X86VmShared<B> {
+    /// `KVM_X86_SET_MSR_FILTER` (`kvm_vm_ioctl_set_msr_filter()`): the
+    /// struct is read once, checked, its bitmaps copied, then the new filter
+    /// replaces the old one and every vCPU is kicked, so that none runs with
+    /// MSRs passed through that the filter denies.
+    fn set_msr_filter(&self, arg: usize) -> Result<isize> {
+        let mut b = [0u8; KvmMsrFilter::SIZE];
+        UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+        let f = KvmMsrFilter::from_bytes(&b);
+        let filter = f
+            .build(|copy| {
+                let mut v = KVec::from_elem(0u8, copy.len, GFP_KERNEL_ACCOUNT).map_err(|_| errno::ENOMEM)?;
+                UserSlice::new(copy.addr as usize, copy.len).reader().read_slice(&mut v).map_err(|_| errno::EFAULT)?;
+                Ok(v)
+            })
+            .map_err(err)?;
+        *self.msr_filter.lock() = Some(filter);
+        self.msr_filtered.store(true, Ordering::SeqCst);
+        for v in self.vcpus.lock().iter() {
+            v.kick();
+        }
+        Ok(0)
+    }
+
+    /// Whether the guest may make this MSR access (C: `kvm_msr_allowed()`).
+    pub(crate) fn msr_allowed(&self, index: u32, write: bool) -> bool {
+        msr_filter::msr_allowed(self.msr_filter.lock().as_ref(), index, write)
+    }
+
     /// The VM-wide LAPIC flags.
     pub(crate) fn lapic_flags(&self) -> lapic::VmFlags {
         lapic::VmFlags {
@@ -603,6 +651,7 @@ impl<B: Backend> ArchVm for X86Vm<B> {
                 Ok(0)
             }
             ioc::KVM_GET_NR_MMU_PAGES => Ok(self.shared.nr_mmu_pages.load(Ordering::Relaxed) as isize),
+            msr_filter::KVM_X86_SET_MSR_FILTER => self.shared.set_msr_filter(arg),
             // The TSS and identity-map pages are only needed by VMX without
             // unrestricted guest; accepted and ignored, as kvm-amd does.
             ioc::KVM_SET_TSS_ADDR => Ok(0),
@@ -647,6 +696,15 @@ impl<B: Backend> ArchVm for X86Vm<B> {
                     return Err(EINVAL);
                 }
                 sh.apic_bus_cycle_ns.store(ns, Ordering::SeqCst);
+                Ok(0)
+            }
+            ioc::KVM_CAP_MSR_PLATFORM_INFO => {
+                sh.platform_info_readable.store(cap.args[0] != 0, Ordering::SeqCst);
+                Ok(0)
+            }
+            msr_filter::KVM_CAP_X86_USER_SPACE_MSR => {
+                let m = msr_filter::UserSpaceMsr::from_cap_arg(cap.args[0]).map_err(err)?;
+                sh.user_space_msr.store(m.mask(), Ordering::SeqCst);
                 Ok(0)
             }
             _ => Err(EINVAL),

@@ -141,6 +141,8 @@ pub(crate) struct Svm {
     iopm: Arc<HwBox<[u8; 3 * 4096]>>,
     /// The MSR permission map shared by all vCPUs.
     msrpm: Arc<HwBox<[u8; 2 * 4096]>>,
+    /// The map that intercepts every MSR, used while an MSR filter is set.
+    msrpm_all: Arc<HwBox<[u8; 2 * 4096]>>,
     /// ASIDs are 1..=max_asid (CPUID 0x8000000A EBX).
     max_asid: u32,
     flush_by_asid: bool,
@@ -186,6 +188,8 @@ impl Svm {
                 msrpm[byte] &= !(3 << bit);
             }
         }
+        let mut msrpm_all = HwBox::<[u8; 2 * 4096]>::new_zeroed(GFP_KERNEL)?;
+        msrpm_all.fill(0xff);
         let [_, ebx, _, edx] = x86::cpuid_count(0x8000_000a, 0);
         let max_asid = ebx.saturating_sub(1).max(1);
         let emergency = kernel::smp::EmergencyVirt::<SvmEmergency>::register();
@@ -195,6 +199,7 @@ impl Svm {
             _emergency: emergency,
             iopm: Arc::new(iopm, GFP_KERNEL)?,
             msrpm: Arc::new(msrpm, GFP_KERNEL)?,
+            msrpm_all: Arc::new(msrpm_all, GFP_KERNEL)?,
             max_asid,
             flush_by_asid: edx & (1 << 6) != 0,
             nrips: edx & (1 << 3) != 0,
@@ -253,7 +258,8 @@ pub(crate) struct SvmVcpu {
     vmcb: HwBox<Vmcb>,
     cpus: Arc<Hotplug<SvmCpus>>,
     _iopm: Arc<HwBox<[u8; 3 * 4096]>>,
-    _msrpm: Arc<HwBox<[u8; 2 * 4096]>>,
+    msrpm: Arc<HwBox<[u8; 2 * 4096]>>,
+    msrpm_all: Arc<HwBox<[u8; 2 * 4096]>>,
     max_asid: u32,
     flush_by_asid: bool,
     nrips: bool,
@@ -434,7 +440,8 @@ impl Backend for Svm {
             vmcb: HwBox::new_zeroed(GFP_KERNEL_ACCOUNT)?,
             cpus: self.cpus.clone(),
             _iopm: self.iopm.clone(),
-            _msrpm: self.msrpm.clone(),
+            msrpm: self.msrpm.clone(),
+            msrpm_all: self.msrpm_all.clone(),
             max_asid: self.max_asid,
             flush_by_asid: self.flush_by_asid,
             nrips: self.nrips,
@@ -835,6 +842,8 @@ impl VendorVcpu for SvmVcpu {
         s.rsp = gprs[4];
         s.rip = *rip;
         self.vmcb.control.nested_cr3 = ctx.tdp_root;
+        self.vmcb.control.msrpm_base_pa =
+            if ctx.msr_passthrough { self.msrpm.phys_addr() } else { self.msrpm_all.phys_addr() };
         let sw = svm_ops::SwitchCtx {
             host_save: &c.host_save,
             guest_xcr0: ctx.guest_xcr0,
