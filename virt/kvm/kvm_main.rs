@@ -222,6 +222,15 @@ pub(crate) struct Hva {
     pub(crate) readonly: bool,
 }
 
+/// What a memory slot puts behind a guest frame.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Backing {
+    /// User memory.
+    User(Hva),
+    /// A `KVM_MEM_PCI_HOLE` slot: reads all ones, writes exit as MMIO.
+    PciHole,
+}
+
 /// A virtual machine, freed when its VM file and every vCPU file are closed.
 #[pin_data]
 pub(crate) struct Vm {
@@ -316,13 +325,17 @@ impl Vm {
         self.mem_gen.load(Ordering::Acquire)
     }
 
-    /// `gfn_to_hva_memslot()`: where guest frame `gfn` lives in user memory,
-    /// with the generation the answer belongs to.
-    pub(crate) fn gfn_to_hva(&self, gfn: u64) -> Option<(Hva, u64)> {
+    /// `gfn_to_hva_memslot()`: what backs guest frame `gfn`, with the
+    /// generation the answer belongs to.
+    pub(crate) fn gfn_to_backing(&self, gfn: u64) -> Option<(Backing, u64)> {
         let mem = self.mem.lock();
         let slot = memslots::find_by_gfn(&mem.slots, gfn)?;
-        let hva = Hva { addr: slot.hva_of(gfn), readonly: slot.is_readonly() };
-        Some((hva, self.mem_generation()))
+        let b = if slot.is_pci_hole() {
+            Backing::PciHole
+        } else {
+            Backing::User(Hva { addr: slot.hva_of(gfn), readonly: slot.is_readonly() })
+        };
+        Some((b, self.mem_generation()))
     }
 
     /// Copies guest memory at `gpa` into `buf` (C: `kvm_read_guest()`),
@@ -333,9 +346,13 @@ impl Vm {
         while done < buf.len() {
             let addr = gpa.wrapping_add(done as u64);
             let in_page = (PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1))).min(buf.len() - done);
-            let (hva, _) = self.gfn_to_hva(addr >> 12).ok_or(EFAULT)?;
-            let ua = hva.addr + (addr & 0xfff);
-            UserSlice::new(ua as usize, in_page).reader().read_slice(&mut buf[done..done + in_page])?;
+            match self.gfn_to_backing(addr >> 12).ok_or(EFAULT)?.0 {
+                Backing::User(hva) => {
+                    let ua = hva.addr + (addr & 0xfff);
+                    UserSlice::new(ua as usize, in_page).reader().read_slice(&mut buf[done..done + in_page])?;
+                }
+                Backing::PciHole => buf[done..done + in_page].fill(0xff),
+            }
             done += in_page;
         }
         Ok(())
@@ -348,10 +365,10 @@ impl Vm {
         while done < buf.len() {
             let addr = gpa.wrapping_add(done as u64);
             let in_page = (PAGE_SIZE - (addr as usize & (PAGE_SIZE - 1))).min(buf.len() - done);
-            let (hva, _) = self.gfn_to_hva(addr >> 12).ok_or(EFAULT)?;
-            if hva.readonly {
-                return Err(EFAULT);
-            }
+            let hva = match self.gfn_to_backing(addr >> 12).ok_or(EFAULT)?.0 {
+                Backing::User(hva) if !hva.readonly => hva,
+                _ => return Err(EFAULT),
+            };
             let ua = hva.addr + (addr & 0xfff);
             UserSlice::new(ua as usize, in_page).writer().write_slice(&buf[done..done + in_page])?;
             done += in_page;

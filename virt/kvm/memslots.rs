@@ -25,11 +25,19 @@ pub(crate) const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
 pub(crate) const KVM_MEM_READONLY: u32 = 1 << 1;
 /// `KVM_MEM_GUEST_MEMFD`: private memory; kvm-rs has none, so always `EINVAL`.
 pub(crate) const KVM_MEM_GUEST_MEMFD: u32 = 1 << 2;
+/// `KVM_MEM_PCI_HOLE` (kvm-rs, `include/uapi/linux/kvm_rs.h`): a slot with no
+/// memory behind it, whose reads return all ones and whose writes exit as
+/// MMIO. Bit 15: the highest of the 16 user-visible flag bits (bits 16 and up
+/// are the C KVM's internal ones), far from the bits upstream allocates next.
+pub(crate) const KVM_MEM_PCI_HOLE: u32 = 1 << 15;
+/// `KVM_CAP_KVMRS_PCI_HOLE`: `KVM_MEM_PCI_HOLE` is accepted. kvm-rs numbers its
+/// own capabilities from 0x4b520000 ("KR"), far above the C KVM's.
+pub(crate) const KVM_CAP_KVMRS_PCI_HOLE: i64 = 0x4b52_0001;
 /// `KVM_SET_USER_MEMORY_REGION_V1_FLAGS`: the flags that do not use the v2 fields.
-const V1_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY;
+const V1_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_PCI_HOLE;
 /// What `check_memory_region_flags()` allows on x86 without private memory and
-/// with read-only memory (`!kvm->arch.has_protected_state`).
-const VALID_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY;
+/// with read-only memory (`!kvm->arch.has_protected_state`), plus the PCI hole.
+const VALID_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_PCI_HOLE;
 
 /// `KVM_MEM_SLOTS_NUM` (`SHRT_MAX`): slot ids per address space.
 pub(crate) const KVM_MEM_SLOTS_NUM: u32 = 32767;
@@ -71,6 +79,7 @@ const EEXIST: Errno = Errno(17);
 pub(crate) fn check_extension(cap: i64) -> Option<i64> {
     match cap {
         KVM_CAP_USER_MEMORY | KVM_CAP_USER_MEMORY2 | KVM_CAP_READONLY_MEM => Some(1),
+        KVM_CAP_KVMRS_PCI_HOLE => Some(1),
         KVM_CAP_NR_MEMSLOTS => Some(KVM_USER_MEM_SLOTS as i64),
         _ => None,
     }
@@ -189,6 +198,11 @@ impl MemSlot {
         self.flags & KVM_MEM_READONLY != 0
     }
 
+    /// `KVM_MEM_PCI_HOLE`: no memory; reads give all ones, writes exit.
+    pub(crate) fn is_pci_hole(&self) -> bool {
+        self.flags & KVM_MEM_PCI_HOLE != 0
+    }
+
     /// `kvm_slot_dirty_track_enabled()` without guest_memfd: `KVM_MEM_LOG_DIRTY_PAGES`.
     pub(crate) fn logs_dirty_pages(&self) -> bool {
         self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
@@ -296,6 +310,13 @@ pub(crate) fn validate(
     if uaddr & (PAGE_SIZE - 1) != 0 || !access_ok(uaddr, size) {
         return Err(errno::EINVAL);
     }
+    // A PCI hole has no memory to read-protect or to log, and no user
+    // memory: its address must be 0.
+    if mem.flags & KVM_MEM_PCI_HOLE != 0
+        && (mem.flags & (KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES) != 0 || (size != 0 && uaddr != 0))
+    {
+        return Err(errno::EINVAL);
+    }
     // The guest_memfd_offset checks need KVM_MEM_GUEST_MEMFD, rejected above.
     let as_id = mem.slot >> 16;
     if as_id >= NR_ADDRESS_SPACES || u32::from(id) >= KVM_MEM_SLOTS_NUM {
@@ -329,10 +350,11 @@ pub(crate) fn validate(
     let change = match old {
         None => Change::Create { new },
         Some(old) => {
-            // A slot cannot be resized, remapped or made (not) read-only in place.
+            // A slot cannot be resized, remapped or made (not) read-only or
+            // (not) a PCI hole in place.
             if uaddr != old.userspace_addr
                 || npages != old.npages
-                || (mem.flags ^ old.flags) & KVM_MEM_READONLY != 0
+                || (mem.flags ^ old.flags) & (KVM_MEM_READONLY | KVM_MEM_PCI_HOLE) != 0
             {
                 return Err(errno::EINVAL);
             }
@@ -530,7 +552,7 @@ mod tests {
     fn flags_v1_v2() {
         let s = store();
         for ioctl in [V1, V2] {
-            for ok in [0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, V1_FLAGS] {
+            for ok in [0, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY] {
                 let res = check(&s, ioctl, region(0, ok, 0, P, P)).0;
                 assert!(matches!(res, Ok(Change::Create { .. })));
             }
@@ -676,7 +698,7 @@ mod tests {
         assert!(old.is_readonly() && !old.logs_dirty_pages());
         assert_eq!(set2(&mut s, r), Ok(Change::Nothing));
         let new = MemSlot { flags: 3, ..old };
-        let r = region(5, V1_FLAGS, 8 * P, 2 * P, uaddr(5));
+        let r = region(5, KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY, 8 * P, 2 * P, uaddr(5));
         assert_eq!(check(&s, V1, r).0, Ok(Change::FlagsOnly { old, new }));
         assert_eq!(set2(&mut s, r), Ok(Change::FlagsOnly { old, new }));
         assert!(find_by_id(&s.v, 5).unwrap().logs_dirty_pages());
@@ -771,5 +793,33 @@ mod tests {
             assert_eq!(find_by_gfn(&s.v, g), s.v.iter().find(|m| m.contains(g)));
         }
         assert!(s.v.len() > 16);
+    }
+
+    #[test]
+    fn pci_hole_slots() {
+        let mut store = store();
+        let ok = |_: u64, _: u64| true;
+        // A hole: no user memory (address 0), any size.
+        let r = region(1, KVM_MEM_PCI_HOLE, 16 * P, 4 * P, 0);
+        assert!(matches!(set(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Create { .. })));
+        assert!(store.v[0].is_pci_hole());
+        // Not with user memory, not read-only, not logged.
+        for (flags, ua) in [
+            (KVM_MEM_PCI_HOLE, uaddr(2)),
+            (KVM_MEM_PCI_HOLE | KVM_MEM_READONLY, 0),
+            (KVM_MEM_PCI_HOLE | KVM_MEM_LOG_DIRTY_PAGES, 0),
+        ] {
+            let r = region(2, flags, 64 * P, P, ua);
+            assert_eq!(set(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL), "{flags:#x}");
+        }
+        // The flag cannot be toggled on an existing slot; moving is fine.
+        let r = region(1, 0, 16 * P, 4 * P, 0);
+        assert_eq!(set(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL));
+        let r = region(1, KVM_MEM_PCI_HOLE, 32 * P, 4 * P, 0);
+        assert!(matches!(set(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Move { .. })));
+        // Deleting takes size 0, like any slot.
+        let r = region(1, KVM_MEM_PCI_HOLE, 32 * P, 0, 0);
+        assert!(matches!(set(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Delete { .. })));
+        assert_eq!(check_extension(KVM_CAP_KVMRS_PCI_HOLE), Some(1));
     }
 }

@@ -14,7 +14,7 @@ use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
 use super::msrs::{self, *};
 use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
 use super::{VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
-use crate::kvm_main::{ArchVcpu, VcpuCtx, Vm};
+use crate::kvm_main::{ArchVcpu, Backing, VcpuCtx, Vm};
 use crate::uapi::{self, exit, internal, run};
 use core::sync::atomic::Ordering;
 use kernel::{
@@ -1718,9 +1718,21 @@ impl<B: Backend> X86Vcpu<B> {
         _on_table_walk: bool,
     ) -> Result<Flow> {
         let gfn = gpa >> 12;
-        let slot = ctx.vm.gfn_to_hva(gfn);
-        let (hva, gen) = match slot {
-            Some((hva, gen)) if !(write && hva.readonly) => (hva, gen),
+        let (hva, gen) = match ctx.vm.gfn_to_backing(gfn) {
+            Some((Backing::User(hva), gen)) if !(write && hva.readonly) => (hva, gen),
+            Some((Backing::PciHole, gen)) if !write && !fetch => {
+                // Reads of a PCI hole: map the all-ones page read-only, so
+                // that they never exit; writes fault and exit as MMIO.
+                let mut tdp = self.vm.tdp.lock();
+                if ctx.vm.mem_generation() == gen {
+                    let old = tdp.map_ones(&*self.vm.backend, gfn, self.vm.ones_page.phys_addr())?;
+                    drop(tdp);
+                    if old.is_some() {
+                        self.vm.flush_remote_tlbs();
+                    }
+                }
+                return Ok(Flow::Resume);
+            }
             _ => {
                 if fetch {
                     // Executing from MMIO cannot be emulated.

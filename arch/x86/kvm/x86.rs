@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use cpuid::{CpuidEntry, HostCpuid};
 use kernel::{
     hrtimer::{HrTimer, HrTimerCallback},
+    hwmem::HwBox,
     new_mutex, new_waitqueue,
     prelude::*,
     smp,
@@ -213,6 +214,8 @@ impl HostCpuid for Host {
 /// x86 state of the module, for a backend.
 pub(crate) struct X86<B: Backend> {
     backend: Arc<B>,
+    /// A page of all ones, mapped read-only behind PCI-hole slots.
+    ones_page: Arc<HwBox<[u8; 4096]>>,
     /// `KVM_GET_SUPPORTED_CPUID`, computed once.
     supported: KVec<CpuidEntry>,
 }
@@ -223,7 +226,9 @@ impl<B: Backend> X86<B> {
         let n = cpuid::supported_cpuid(&Host, &mut all).map_err(err)?;
         let mut supported = KVec::new();
         supported.extend_from_slice(&all[..n], GFP_KERNEL)?;
-        Ok(Self { backend: Arc::new(backend, GFP_KERNEL)?, supported })
+        let mut ones = HwBox::<[u8; 4096]>::new_zeroed(GFP_KERNEL)?;
+        ones.fill(0xff);
+        Ok(Self { backend: Arc::new(backend, GFP_KERNEL)?, ones_page: Arc::new(ones, GFP_KERNEL)?, supported })
     }
 }
 
@@ -271,6 +276,7 @@ impl<B: Backend> Arch for X86<B> {
         let shared = Arc::pin_init(
             pin_init!(X86VmShared::<B> {
                 backend: self.backend.clone(),
+                ones_page: self.ones_page.clone(),
                 supported,
                 tdp_root,
                 tdp <- new_mutex!(tdp),
@@ -506,6 +512,9 @@ impl VcpuShared {
 #[pin_data]
 pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) backend: Arc<B>,
+    /// The all-ones page of PCI-hole slots; shared through an `Arc`, so it
+    /// outlives every nested page table that maps it.
+    pub(crate) ones_page: Arc<HwBox<[u8; 4096]>>,
     /// `KVM_GET_SUPPORTED_CPUID`.
     pub(crate) supported: KVec<CpuidEntry>,
     /// The root of the nested page table (never replaced).

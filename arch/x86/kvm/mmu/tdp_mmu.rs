@@ -35,8 +35,16 @@ struct Table {
     hw: HwBox<[AtomicU64; ENTRIES]>,
     /// Non-leaf tables: the child of each present entry. Leaf tables: empty.
     children: KVec<Option<KBox<Table>>>,
-    /// Leaf tables: the pin behind each present entry. Non-leaf: empty.
-    pins: KVec<Option<PinnedPage>>,
+    /// Leaf tables: what backs each present entry. Non-leaf: empty.
+    pins: KVec<Option<Leaf>>,
+}
+
+/// What a present leaf maps.
+enum Leaf {
+    /// A pinned user page, unpinned when the entry goes.
+    User(PinnedPage),
+    /// The VM's all-ones page (a PCI-hole slot), owned elsewhere.
+    Ones,
 }
 
 impl Table {
@@ -103,6 +111,25 @@ impl Tdp {
         page: PinnedPage,
         writable: bool,
     ) -> Result<Option<PinnedPage>> {
+        let pa = page.phys_addr();
+        self.map_leaf(b, gfn, pa, Leaf::User(page), writable)
+    }
+
+    /// Maps `gfn` read-only to the all-ones page at `ones_pa` (a PCI-hole
+    /// slot: reads return all ones with no exit, writes fault). The page must
+    /// outlive the table. Returns the pin of a mapping it replaced.
+    pub(crate) fn map_ones<B: Backend>(&mut self, b: &B, gfn: u64, ones_pa: u64) -> Result<Option<PinnedPage>> {
+        self.map_leaf(b, gfn, ones_pa, Leaf::Ones, false)
+    }
+
+    fn map_leaf<B: Backend>(
+        &mut self,
+        b: &B,
+        gfn: u64,
+        pa: u64,
+        leaf: Leaf,
+        writable: bool,
+    ) -> Result<Option<PinnedPage>> {
         if gfn > self.max_gfn() {
             return Err(EINVAL);
         }
@@ -126,13 +153,16 @@ impl Tdp {
             level -= 1;
         }
         let i = index(gfn, 1);
-        let pte = b.tdp_leaf(page.phys_addr(), writable);
-        let old = t.pins[i].replace(page);
+        let pte = b.tdp_leaf(pa, writable);
+        let old = t.pins[i].replace(leaf);
         t.hw[i].store(pte, Ordering::Release);
         if old.is_none() {
             self.mapped += 1;
         }
-        Ok(old)
+        Ok(match old {
+            Some(Leaf::User(p)) => Some(p),
+            Some(Leaf::Ones) | None => None,
+        })
     }
 
     /// The leaf entry of `gfn`, if mapped.
@@ -199,10 +229,12 @@ fn zap(
                 // Room first: a pin must never be dropped here, while the
                 // hardware may still hold its translation.
                 out.reserve(1, GFP_KERNEL)?;
-                if let Some(pin) = t.pins[i].take() {
+                if let Some(leaf) = t.pins[i].take() {
                     t.hw[i].store(0, Ordering::Release);
                     *mapped -= 1;
-                    out.push(pin, GFP_KERNEL)?;
+                    if let Leaf::User(pin) = leaf {
+                        out.push(pin, GFP_KERNEL)?;
+                    }
                 }
             }
         } else if let Some(child) = t.children[i].as_deref_mut() {
