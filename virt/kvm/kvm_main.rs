@@ -95,9 +95,13 @@ pub(crate) trait ArchVm: Send + Sync {
     /// Creates the architecture's part of vCPU `id`.
     fn create_vcpu(&self, vm: &Vm, id: u32) -> Result<KBox<dyn ArchVcpu>>;
     /// Called with the slots locked after `change` took effect: mappings of
-    /// the old slot must go before this returns (C:
+    /// the old slot must go before this returns, and a slot that starts
+    /// logging dirty pages must have its pages write-protected (C:
     /// `kvm_arch_flush_shadow_memslot()` and `kvm_arch_commit_memory_region()`).
     fn memslot_changed(&self, vm: &Vm, change: &Change);
+    /// Write-protects the frames `base_gfn + i` for each bit `i` set in
+    /// `bitmap` and flushes every vCPU's TLB before returning.
+    fn write_protect(&self, vm: &Vm, base_gfn: u64, bitmap: &[u64]);
 }
 
 /// What a vCPU ioctl gets besides the architecture's vCPU state.
@@ -167,7 +171,7 @@ impl Kvm {
                 mm,
                 _vm_type: vm_type,
                 inner <- new_mutex!(VmInner { limits: VcpuLimits::default(), vcpus: KVec::new() }),
-                mem <- new_mutex!(VmMem { slots: KVec::new() }),
+                mem <- new_mutex!(VmMem { slots: KVec::new(), dirty: KVec::new() }),
                 mem_gen: AtomicU64::new(0),
                 ring,
                 coalesced <- new_mutex!(zones),
@@ -220,6 +224,9 @@ pub(crate) struct Hva {
     pub(crate) addr: u64,
     /// Whether the slot is read-only for the guest.
     pub(crate) readonly: bool,
+    /// Whether the slot logs dirty pages: the frame must be mapped
+    /// read-only until a write, which [`Vm::mark_dirty`] records.
+    pub(crate) log_dirty: bool,
 }
 
 /// What a memory slot puts behind a guest frame.
@@ -288,6 +295,50 @@ struct VmInner {
 /// The memory slots, sorted by guest frame number.
 struct VmMem {
     slots: KVec<MemSlot>,
+    /// The dirty bitmaps of the slots with `KVM_MEM_LOG_DIRTY_PAGES`.
+    dirty: KVec<DirtyBitmap>,
+}
+
+/// A slot's dirty bitmap: one bit per page, in `u64` words as the C KVM's
+/// `unsigned long` bitmap user space receives.
+struct DirtyBitmap {
+    id: u16,
+    words: KVec<u64>,
+}
+
+impl VmMem {
+    fn bitmap_mut(&mut self, id: u16) -> Option<&mut DirtyBitmap> {
+        self.dirty.iter_mut().find(|d| d.id == id)
+    }
+
+    /// Keeps the dirty bitmaps in step with a slot change (C:
+    /// `kvm_alloc_dirty_bitmap()`/`kvm_destroy_dirty_bitmap()`): a slot that
+    /// starts logging gets an empty bitmap; one that stops, or is deleted or
+    /// moved, loses it (a moved slot starts over).
+    fn update_bitmaps(&mut self, change: &Change) -> Result {
+        let (old, new) = match *change {
+            Change::Create { new } => (None, Some(new)),
+            Change::Delete { old } => (Some(old), None),
+            Change::Move { old, new } | Change::FlagsOnly { old, new } => (Some(old), Some(new)),
+            Change::Nothing => return Ok(()),
+        };
+        let keep = matches!(*change, Change::FlagsOnly { .. })
+            && old.is_some_and(|o| o.logs_dirty_pages())
+            && new.is_some_and(|n| n.logs_dirty_pages());
+        if keep {
+            return Ok(());
+        }
+        if let Some(o) = old {
+            if let Some(i) = self.dirty.iter().position(|d| d.id == o.id) {
+                self.dirty.swap_remove(i);
+            }
+        }
+        if let Some(n) = new.filter(|n| n.logs_dirty_pages()) {
+            let words = KVec::from_elem(0u64, n.npages.div_ceil(64) as usize, GFP_KERNEL_ACCOUNT)?;
+            self.dirty.push(DirtyBitmap { id: n.id, words }, GFP_KERNEL_ACCOUNT)?;
+        }
+        Ok(())
+    }
 }
 
 impl SlotStore for VmMem {
@@ -333,7 +384,11 @@ impl Vm {
         let b = if slot.is_pci_hole() {
             Backing::PciHole
         } else {
-            Backing::User(Hva { addr: slot.hva_of(gfn), readonly: slot.is_readonly() })
+            Backing::User(Hva {
+                addr: slot.hva_of(gfn),
+                readonly: slot.is_readonly(),
+                log_dirty: slot.logs_dirty_pages(),
+            })
         };
         Some((b, self.mem_generation()))
     }
@@ -371,9 +426,56 @@ impl Vm {
             };
             let ua = hva.addr + (addr & 0xfff);
             UserSlice::new(ua as usize, in_page).writer().write_slice(&buf[done..done + in_page])?;
+            if hva.log_dirty {
+                self.mark_dirty(addr >> 12);
+            }
             done += in_page;
         }
         Ok(())
+    }
+
+    /// Records that guest frame `gfn` was written (`mark_page_dirty()`), if
+    /// its slot logs dirty pages.
+    pub(crate) fn mark_dirty(&self, gfn: u64) {
+        let mut mem = self.mem.lock();
+        let Some(slot) = memslots::find_by_gfn(&mem.slots, gfn).copied() else { return };
+        if let Some(d) = mem.bitmap_mut(slot.id) {
+            let bit = gfn - slot.base_gfn;
+            if let Some(w) = d.words.get_mut((bit / 64) as usize) {
+                *w |= 1 << (bit % 64);
+            }
+        }
+    }
+
+    /// `KVM_GET_DIRTY_LOG` (`kvm_get_dirty_log_protect()` without manual
+    /// protection): hands the slot's bitmap to user space and clears it; the
+    /// pages it names are write-protected again before the copy, so that no
+    /// write after it goes unrecorded.
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let mut b = [0u8; 16];
+        UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+        let slot_arg = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        let ubitmap = u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        let (as_id, id) = (slot_arg >> 16, slot_arg as u16);
+        if as_id >= memslots::NR_ADDRESS_SPACES || u32::from(id) >= memslots::KVM_USER_MEM_SLOTS {
+            return Err(EINVAL);
+        }
+        let mut mem = self.mem.lock();
+        let slot = memslots::find_by_id(&mem.slots, id).copied().ok_or(ENOENT)?;
+        let d = mem.bitmap_mut(id).ok_or(ENOENT)?;
+        let mut snap = KVec::from_elem(0u64, d.words.len(), GFP_KERNEL)?;
+        for (s, w) in snap.iter_mut().zip(d.words.iter_mut()) {
+            *s = core::mem::take(w);
+        }
+        if snap.iter().any(|w| *w != 0) {
+            self.arch.write_protect(self, slot.base_gfn, &snap);
+        }
+        drop(mem);
+        let mut w = UserSlice::new(ubitmap as usize, snap.len() * 8).writer();
+        for word in snap.iter() {
+            w.write_slice(&word.to_ne_bytes())?;
+        }
+        Ok(0)
     }
 
     /// Appends a guest write to the coalesced ring if it lies in a zone
@@ -466,14 +568,12 @@ impl Vm {
                 Region::from_bytes_v2(&b)
             }
         };
-        // Dirty-page logging is not implemented: refuse the flag rather than
-        // accept it and never report a dirty page.
-        if region.flags & memslots::KVM_MEM_LOG_DIRTY_PAGES != 0 {
-            return Err(EINVAL);
-        }
         let max_gfn = self.kvm.arch.max_gfn();
         let mut mem = self.mem.lock();
         let change = memslots::validate(&mem.slots, ioctl, &region, max_gfn, access_ok).map_err(err)?;
+        // Bitmaps first: the one allocation that can fail happens before the
+        // slots change.
+        mem.update_bitmaps(&change)?;
         memslots::commit(&mut *mem, &change).map_err(err)?;
         if matches!(change, Change::Delete { .. } | Change::Move { .. } | Change::FlagsOnly { .. }) {
             self.mem_gen.fetch_add(1, Ordering::AcqRel);
@@ -503,6 +603,7 @@ impl FileOps for VmFile {
             uapi::KVM_CHECK_EXTENSION => Ok(vm.kvm.check_extension(Some(&vm), arg as i64) as isize),
             memslots::KVM_SET_USER_MEMORY_REGION => vm.set_memory_region(memslots::Ioctl::V1, arg),
             memslots::KVM_SET_USER_MEMORY_REGION2 => vm.set_memory_region(memslots::Ioctl::V2, arg),
+            uapi::KVM_GET_DIRTY_LOG => vm.get_dirty_log(arg),
             coalesced_mmio::KVM_REGISTER_COALESCED_MMIO => vm.coalesced_ioctl(true, arg),
             coalesced_mmio::KVM_UNREGISTER_COALESCED_MMIO => vm.coalesced_ioctl(false, arg),
             _ => vm.arch.ioctl(&vm, cmd, arg),

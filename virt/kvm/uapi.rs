@@ -107,6 +107,8 @@ pub(crate) const KVM_PIO_PAGE_OFFSET: usize = 1;
 /// Page offset of the coalesced MMIO ring in the vCPU mmap area.
 pub(crate) const KVM_COALESCED_MMIO_PAGE_OFFSET: usize = 2;
 
+/// `KVM_GET_DIRTY_LOG` (VM ioctl).
+pub(crate) const KVM_GET_DIRTY_LOG: u32 = iow(0x42, 16);
 /// `KVM_RUN`.
 pub(crate) const KVM_RUN: u32 = io(0x80);
 /// `KVM_CAP_IMMEDIATE_EXIT`: `kvm_run.immediate_exit` is honoured.

@@ -286,4 +286,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn tdp_present(&self, pte: u64) -> bool;
     /// Number of levels of the nested/extended page table (4).
     fn tdp_levels(&self) -> u32;
+    /// The entry without write permission (NPT and EPT both keep it in bit 1).
+    fn tdp_wrprot(&self, pte: u64) -> u64 {
+        pte & !2
+    }
 }

@@ -1741,8 +1741,11 @@ impl<B: Backend> X86Vcpu<B> {
                 return self.handle_mmio(ctx, gpa);
             }
         };
-        // Pin the page; map it writable if the slot and the user mapping allow.
-        let (page, writable) = if hva.readonly {
+        // Pin the page, for writing if the slot and the user mapping allow
+        // (so that the pinned page is the process's own, never a shared
+        // zero or copy-on-write page). In a slot logging dirty pages it is
+        // mapped writable only on a write, which is then recorded.
+        let (page, mut writable) = if hva.readonly {
             (PinnedPage::pin_current(hva.addr as usize, false)?, false)
         } else {
             match PinnedPage::pin_current(hva.addr as usize, true) {
@@ -1751,6 +1754,13 @@ impl<B: Backend> X86Vcpu<B> {
                 Err(e) => return Err(e),
             }
         };
+        if hva.log_dirty {
+            if write {
+                ctx.vm.mark_dirty(gfn);
+            } else {
+                writable = false;
+            }
+        }
         let replaced = {
             let mut tdp = self.vm.tdp.lock();
             if ctx.vm.mem_generation() != gen {

@@ -734,7 +734,39 @@ impl<B: Backend> ArchVm for X86Vm<B> {
             Change::Delete { old } | Change::Move { old, .. } => {
                 self.shared.zap_gfn_range(old.base_gfn, old.end_gfn());
             }
+            Change::FlagsOnly { old, new } if new.logs_dirty_pages() && !old.logs_dirty_pages() => {
+                // Logging starts: every write from now on must fault once.
+                let mut changed = false;
+                {
+                    let mut tdp = self.shared.tdp.lock();
+                    for gfn in new.base_gfn..new.end_gfn() {
+                        changed |= tdp.write_protect(gfn, |p| self.shared.backend.tdp_wrprot(p));
+                    }
+                }
+                if changed {
+                    self.shared.flush_remote_tlbs();
+                }
+            }
             Change::FlagsOnly { .. } | Change::Create { .. } | Change::Nothing => {}
+        }
+    }
+
+    fn write_protect(&self, _vm: &Vm, base_gfn: u64, bitmap: &[u64]) {
+        let mut changed = false;
+        {
+            let mut tdp = self.shared.tdp.lock();
+            for (w, word) in bitmap.iter().enumerate() {
+                let mut bits = *word;
+                while bits != 0 {
+                    let b = bits.trailing_zeros() as u64;
+                    bits &= bits - 1;
+                    let gfn = base_gfn + w as u64 * 64 + b;
+                    changed |= tdp.write_protect(gfn, |p| self.shared.backend.tdp_wrprot(p));
+                }
+            }
+        }
+        if changed {
+            self.shared.flush_remote_tlbs();
         }
     }
 }

@@ -154,6 +154,15 @@ impl Tdp {
         }
         let i = index(gfn, 1);
         let pte = b.tdp_leaf(pa, writable);
+        // The same page again (a write to a write-protected mapping): only
+        // the permission changes, which needs no TLB flush; the new pin is
+        // released at once since the old one holds the page.
+        if let (Some(Leaf::User(cur)), Leaf::User(new)) = (&t.pins[i], &leaf) {
+            if cur.pfn() == new.pfn() {
+                t.hw[i].store(pte, Ordering::Release);
+                return Ok(None);
+            }
+        }
         let old = t.pins[i].replace(leaf);
         t.hw[i].store(pte, Ordering::Release);
         if old.is_none() {
@@ -163,6 +172,34 @@ impl Tdp {
             Some(Leaf::User(p)) => Some(p),
             Some(Leaf::Ones) | None => None,
         })
+    }
+
+    /// Removes write access from the leaf of `gfn`, if mapped writable.
+    /// Returns whether it changed (the caller flushes remote TLBs).
+    pub(crate) fn write_protect(&mut self, gfn: u64, wrprot: impl Fn(u64) -> u64) -> bool {
+        if gfn > self.max_gfn() {
+            return false;
+        }
+        let mut t: &Table = &self.root;
+        let mut level = self.levels;
+        while level > 1 {
+            match t.children[index(gfn, level)].as_deref() {
+                Some(c) => t = c,
+                None => return false,
+            }
+            level -= 1;
+        }
+        let i = index(gfn, 1);
+        if t.pins[i].is_none() {
+            return false;
+        }
+        let pte = t.hw[i].load(Ordering::Relaxed);
+        let new = wrprot(pte);
+        if new == pte {
+            return false;
+        }
+        t.hw[i].store(new, Ordering::Release);
+        true
     }
 
     /// The leaf entry of `gfn`, if mapped.
