@@ -12,6 +12,7 @@ use super::ioc;
 use super::lapic::{self, Action, Delivered, HostTimer, Lapic, LapicConfig, VmFlags};
 use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
 use super::msrs::{self, *};
+use super::pio::{self, StringIo};
 use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
 use super::{VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
 use crate::kvm_main::{ArchVcpu, Backing, VcpuCtx, Vm};
@@ -115,16 +116,13 @@ enum Flow {
     User,
 }
 
-/// An I/O exit user space has to complete.
+/// An IN or INS user space has to complete.
 #[derive(Clone, Copy)]
 struct PendingIo {
-    size: u8,
-    input: bool,
+    sio: StringIo,
     string: bool,
     /// Items transferred by this exit.
     count: u32,
-    rep: bool,
-    addr_size: u8,
     /// Where RIP goes once the instruction completes.
     next_rip: u64,
 }
@@ -1550,41 +1548,29 @@ impl<B: Backend> X86Vcpu<B> {
             Some(n) => n,
             None => return Ok(self.emulation_failure(ctx)),
         };
-        let amask = if addr_size == 8 { u64::MAX } else { (1u64 << (addr_size * 8)) - 1 };
+        let sio = StringIo { size, addr_size, rep, df: self.hw.rflags() & RFLAGS_DF != 0 };
         let mut count = 1u32;
         if string {
-            if rep {
-                let rcx = self.gprs[gpr::RCX] & amask;
-                if rcx == 0 {
+            count = match sio.batch(self.gprs[gpr::RCX]) {
+                Some(n) => n,
+                None => {
                     self.rip = next_rip;
                     return Ok(Flow::Resume);
                 }
-                count = rcx.min(4096 / u64::from(size)) as u32;
-            }
+            };
             if !input {
                 // OUTS reads DS:rSI (or the override) now.
                 let seg = match seg {
                     Some(s) => s,
                     None => self.outs_segment(ctx.vm),
                 };
-                let rsi = self.gprs[gpr::RSI] & amask;
-                let df = self.hw.rflags() & RFLAGS_DF != 0;
                 let bytes = count as usize * usize::from(size);
-                let mut buf = [0u8; 4096];
-                let start = if df { rsi.wrapping_sub(bytes as u64 - u64::from(size)) & amask } else { rsi };
+                let mut buf = [0u8; pio::BATCH_BYTES as usize];
+                let start = sio.block_start(self.gprs[gpr::RSI], count);
                 if !self.read_virt(ctx.vm, self.linear(seg, start), &mut buf[..bytes])? {
                     return Ok(Flow::Resume);
                 }
-                if df {
-                    // Items go out in the order the instruction reads them.
-                    let s = usize::from(size);
-                    for i in 0..count as usize / 2 {
-                        let j = count as usize - 1 - i;
-                        for k in 0..s {
-                            buf.swap(i * s + k, j * s + k);
-                        }
-                    }
-                }
+                sio.order_items(&mut buf[..bytes], count);
                 ctx.pio.write_bytes(0, &buf[..bytes]);
             }
         } else if !input {
@@ -1597,23 +1583,18 @@ impl<B: Backend> X86Vcpu<B> {
             }
             ctx.pio.write_bytes(0, data);
         }
-        let io = PendingIo { size, input, string, count, rep, addr_size, next_rip };
         ctx.run.write_u32(run::EXIT_REASON, exit::IO);
         ctx.run.write_u8(run::IO_DIRECTION, if input { uapi::KVM_EXIT_IO_IN } else { uapi::KVM_EXIT_IO_OUT });
         ctx.run.write_u8(run::IO_SIZE, size);
         ctx.run.write_u16(run::IO_PORT, port);
         ctx.run.write_u32(run::IO_COUNT, count);
         ctx.run.write_u64(run::IO_DATA_OFFSET, (uapi::KVM_PIO_PAGE_OFFSET * 4096) as u64);
-        if !input && !string {
-            // OUT completes at once (C: `complete_fast_pio_out()` only moves RIP).
+        if input {
+            self.pending_io = Some(PendingIo { sio, string, count, next_rip });
+        } else if !string || sio.advance(&mut self.gprs, count, true) {
+            // OUT and OUTS are done once the data is out (C:
+            // `complete_fast_pio_out()` only moves RIP).
             self.rip = next_rip;
-        } else {
-            self.pending_io = Some(io);
-        }
-        if !input && string {
-            // OUTS: the data is out; account for it now.
-            self.advance_string(&io, count, true);
-            self.pending_io = None;
         }
         Ok(Flow::User)
     }
@@ -1633,76 +1614,35 @@ impl<B: Backend> X86Vcpu<B> {
         }
     }
 
-    /// Moves rSI/rDI by `done` items and counts them off rCX for REP; when
-    /// the instruction is complete, RIP moves on.
-    fn advance_string(&mut self, io: &PendingIo, done: u32, out: bool) {
-        let amask = if io.addr_size == 8 { u64::MAX } else { (1u64 << (io.addr_size * 8)) - 1 };
-        let df = self.hw.rflags() & RFLAGS_DF != 0;
-        let delta = u64::from(done) * u64::from(io.size);
-        let idx = if out { gpr::RSI } else { gpr::RDI };
-        let cur = self.gprs[idx];
-        let new = if df { cur.wrapping_sub(delta) } else { cur.wrapping_add(delta) };
-        self.gprs[idx] = (cur & !amask) | (new & amask);
-        let finished = if io.rep {
-            let rcx = self.gprs[gpr::RCX] & amask;
-            let left = rcx.saturating_sub(u64::from(done));
-            self.gprs[gpr::RCX] = (self.gprs[gpr::RCX] & !amask) | left;
-            left == 0
-        } else {
-            true
-        };
-        if finished {
-            self.rip = io.next_rip;
-        }
-    }
-
     /// The user-space half of an IN or INS (C: `complete_fast_pio_in()` and
     /// the emulator's string completion).
     fn complete_io(&mut self, ctx: &VcpuCtx<'_>, io: PendingIo) -> Result<Flow> {
-        if !io.input {
-            return Ok(Flow::Resume);
-        }
+        let size = io.sio.size;
         if !io.string {
             let mut b = [0u8; 8];
-            ctx.pio.read_bytes(0, &mut b[..usize::from(io.size)]);
-            let v = u64::from_le_bytes(b);
-            let rax = &mut self.gprs[gpr::RAX];
-            *rax = match io.size {
-                1 => (*rax & !0xff) | v,
-                2 => (*rax & !0xffff) | v,
-                // A 32-bit result zero-extends into RAX.
-                _ => v & 0xffff_ffff,
-            };
+            ctx.pio.read_bytes(0, &mut b[..usize::from(size)]);
+            self.gprs[gpr::RAX] = pio::in_result(self.gprs[gpr::RAX], size, u64::from_le_bytes(b));
             self.rip = io.next_rip;
             return Ok(Flow::Resume);
         }
         // INS: as many items as rCX still asks for (user space may have
         // changed it), at most what this exit read.
-        let amask = if io.addr_size == 8 { u64::MAX } else { (1u64 << (io.addr_size * 8)) - 1 };
-        let want = if io.rep { (self.gprs[gpr::RCX] & amask).min(u64::from(io.count)) as u32 } else { 1 };
+        let want = io.sio.completion(self.gprs[gpr::RCX], io.count);
         if want == 0 {
             self.rip = io.next_rip;
             return Ok(Flow::Resume);
         }
-        let s = usize::from(io.size);
-        let bytes = want as usize * s;
-        let mut buf = [0u8; 4096];
+        let bytes = want as usize * usize::from(size);
+        let mut buf = [0u8; pio::BATCH_BYTES as usize];
         ctx.pio.read_bytes(0, &mut buf[..bytes]);
-        let df = self.hw.rflags() & RFLAGS_DF != 0;
-        let rdi = self.gprs[gpr::RDI] & amask;
-        if df {
-            let n = want as usize;
-            for i in 0..n / 2 {
-                for k in 0..s {
-                    buf.swap(i * s + k, (n - 1 - i) * s + k);
-                }
-            }
-        }
-        let start = if df { rdi.wrapping_sub(bytes as u64 - io.size as u64) & amask } else { rdi };
+        io.sio.order_items(&mut buf[..bytes], want);
+        let start = io.sio.block_start(self.gprs[gpr::RDI], want);
         if !self.write_virt(ctx.vm, self.linear(Seg::Es, start), &buf[..bytes])? {
             return Ok(Flow::Resume);
         }
-        self.advance_string(&io, want, false);
+        if io.sio.advance(&mut self.gprs, want, false) {
+            self.rip = io.next_rip;
+        }
         Ok(Flow::Resume)
     }
 

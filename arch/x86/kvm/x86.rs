@@ -37,6 +37,8 @@ pub(crate) mod lapic;
 pub(crate) mod msr_filter;
 #[path = "msrs.rs"]
 pub(crate) mod msrs;
+#[path = "pio.rs"]
+pub(crate) mod pio;
 #[path = "regs.rs"]
 pub(crate) mod regs;
 #[path = "svm/svm.rs"]

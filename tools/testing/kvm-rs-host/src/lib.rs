@@ -64,3 +64,7 @@ mod regs;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/msrs.rs"]
 mod msrs;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/pio.rs"]
+mod pio;
