@@ -200,6 +200,8 @@ pub(crate) struct X86Vcpu<B: Backend> {
     pending_io: Option<PendingIo>,
     pending_mmio: Option<PendingMmio>,
     pending_msr: Option<PendingMsr>,
+    /// The bounce buffer of string I/O (a page, kept off the kernel stack).
+    io_buf: KVec<u8>,
     /// `MSR_PLATFORM_INFO` (CPUID faulting offered by default, as in C).
     platform_info: u64,
     /// What the host timer is armed for.
@@ -256,6 +258,7 @@ impl<B: Backend> X86Vcpu<B> {
             pending_io: None,
             pending_mmio: None,
             pending_msr: None,
+            io_buf: KVec::from_elem(0u8, pio::BATCH_BYTES as usize, GFP_KERNEL_ACCOUNT)?,
             platform_info: PLATFORM_INFO_CPUID_FAULT,
             armed: HostTimer::Off,
             tlb_gen_seen: 0,
@@ -1565,13 +1568,19 @@ impl<B: Backend> X86Vcpu<B> {
                     None => self.outs_segment(ctx.vm),
                 };
                 let bytes = count as usize * usize::from(size);
-                let mut buf = [0u8; pio::BATCH_BYTES as usize];
+                // A page-sized bounce buffer kept with the vCPU, off the stack.
+                let mut buf = core::mem::take(&mut self.io_buf);
                 let start = sio.block_start(self.gprs[gpr::RSI], count);
-                if !self.read_virt(ctx.vm, self.linear(seg, start), &mut buf[..bytes])? {
+                let linear = self.linear(seg, start);
+                let r = self.read_virt(ctx.vm, linear, &mut buf[..bytes]);
+                if matches!(r, Ok(true)) {
+                    sio.order_items(&mut buf[..bytes], count);
+                    ctx.pio.write_bytes(0, &buf[..bytes]);
+                }
+                self.io_buf = buf;
+                if !r? {
                     return Ok(Flow::Resume);
                 }
-                sio.order_items(&mut buf[..bytes], count);
-                ctx.pio.write_bytes(0, &buf[..bytes]);
             }
         } else if !input {
             let v = self.gprs[gpr::RAX].to_le_bytes();
@@ -1633,11 +1642,14 @@ impl<B: Backend> X86Vcpu<B> {
             return Ok(Flow::Resume);
         }
         let bytes = want as usize * usize::from(size);
-        let mut buf = [0u8; pio::BATCH_BYTES as usize];
+        let mut buf = core::mem::take(&mut self.io_buf);
         ctx.pio.read_bytes(0, &mut buf[..bytes]);
         io.sio.order_items(&mut buf[..bytes], want);
         let start = io.sio.block_start(self.gprs[gpr::RDI], want);
-        if !self.write_virt(ctx.vm, self.linear(Seg::Es, start), &buf[..bytes])? {
+        let linear = self.linear(Seg::Es, start);
+        let r = self.write_virt(ctx.vm, linear, &buf[..bytes]);
+        self.io_buf = buf;
+        if !r? {
             return Ok(Flow::Resume);
         }
         if io.sio.advance(&mut self.gprs, want, false) {
