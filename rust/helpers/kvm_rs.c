@@ -18,6 +18,7 @@
 #include <asm/special_insns.h>
 #include <linux/uaccess.h>
 #include <linux/sched.h>
+#include <linux/signal.h>
 
 bool rust_helper_boot_cpu_has(u16 bit)
 {
@@ -150,4 +151,20 @@ int rust_helper_cond_resched(void)
 void rust_helper_kvm_rs_send_reschedule(int cpu)
 {
 	arch_smp_send_reschedule(cpu);
+}
+
+/* sigmask.rs */
+void rust_helper_kvm_rs_sigset_activate(u64 bits)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	set.sig[0] = bits;
+	sigprocmask(SIG_SETMASK, &set, &current->real_blocked);
+}
+
+void rust_helper_kvm_rs_sigset_deactivate(void)
+{
+	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
+	sigemptyset(&current->real_blocked);
 }

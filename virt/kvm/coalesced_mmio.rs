@@ -110,20 +110,21 @@ impl Zone {
 }
 
 /// The zones of one VM (C: `kvm->coalesced_zones`, a list of devices on the MMIO
-/// and PIO buses), in a fixed-capacity array kept in registration order.
+/// and PIO buses), kept in registration order in caller storage `S` whose
+/// length is the capacity (the module: a heap buffer, so the kernel stack
+/// never holds it; tests: a `Vec`).
 #[derive(Debug)]
-pub(crate) struct Zones<const N: usize> {
+pub(crate) struct Zones<S> {
     /// `zones[..len]` are registered.
-    zones: [Zone; N],
+    zones: S,
     /// Number of registered zones.
     len: usize,
 }
 
-impl<const N: usize> Zones<N> {
-    /// No zones.
-    pub(crate) fn new() -> Self {
-        let zones = [Zone::default(); N];
-        Zones { zones, len: 0 }
+impl<S: core::ops::DerefMut<Target = [Zone]>> Zones<S> {
+    /// No zones, with room for as many as `storage` holds.
+    pub(crate) fn new(storage: S) -> Self {
+        Zones { zones: storage, len: 0 }
     }
 
     /// The registered zones, oldest first.
@@ -150,10 +151,11 @@ impl<const N: usize> Zones<N> {
     pub(crate) fn unregister(&mut self, range: Zone) -> usize {
         let before = self.len;
         let mut kept = 0;
+        let zones = &mut *self.zones;
         for i in 0..before {
-            let z = self.zones[i];
+            let z = zones[i];
             if !(z.pio == range.pio && z.contains(range.addr, range.size)) {
-                self.zones[kept] = z;
+                zones[kept] = z;
                 kept += 1;
             }
         }
@@ -419,18 +421,18 @@ mod tests {
 
     #[test]
     fn register_accepts_overlaps_until_full() {
-        let mut zs = Zones::<3>::new();
+        let mut zs = Zones::new(std::vec![Zone::default(); 3]);
         assert_eq!(zs.register(zone(0x1000, 0x100, false)), Ok(()));
         assert_eq!(zs.register(zone(0x1000, 0x100, false)), Ok(()));
         assert_eq!(zs.register(zone(0x1080, 0, false)), Ok(()));
         assert_eq!(zs.register(zone(0, 1, true)), Err(ENOSPC));
         assert_eq!(zs.iter().count(), 3);
-        assert_eq!(Zones::<0>::new().register(zone(0, 1, false)), Err(ENOSPC));
+        assert_eq!(Zones::new(std::vec![Zone::default(); 0]).register(zone(0, 1, false)), Err(ENOSPC));
     }
 
     #[test]
     fn find_edges() {
-        let mut zs = Zones::<4>::new();
+        let mut zs = Zones::new(std::vec![Zone::default(); 4]);
         zs.register(zone(0x1000, 0x10, false)).unwrap();
         assert!(zs.find(0x1000, 1, false) && zs.find(0x1000, 0x10, false));
         assert!(zs.find(0x1008, 8, false)); // ends exactly at the zone's end
@@ -449,7 +451,7 @@ mod tests {
 
     #[test]
     fn pio_and_mmio_are_separate() {
-        let mut zs = Zones::<2>::new();
+        let mut zs = Zones::new(std::vec![Zone::default(); 2]);
         zs.register(zone(0x70, 2, true)).unwrap();
         zs.register(zone(0x1000, 0x10, false)).unwrap();
         assert!(zs.find(0x70, 1, true) && !zs.find(0x70, 1, false));
@@ -461,7 +463,7 @@ mod tests {
 
     #[test]
     fn unregister_removes_containing_zones() {
-        let mut zs = Zones::<8>::new();
+        let mut zs = Zones::new(std::vec![Zone::default(); 8]);
         for (a, s) in [(0x1000, 0x1000), (0x1000, 0x100), (0x1800, 0x800)] {
             zs.register(zone(a, s, false)).unwrap();
         }
@@ -576,7 +578,7 @@ mod tests {
 
     #[test]
     fn write_goes_through_zones() {
-        let mut zs = Zones::<2>::new();
+        let mut zs = Zones::new(std::vec![Zone::default(); 2]);
         zs.register(zone(0x3f8, 8, true)).unwrap();
         let mut p = ring(0, 0);
         let r = &mut RingPage(&mut p);

@@ -23,6 +23,7 @@ use kernel::{
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
+    sigmask::SigSet,
     str::CString,
     sync::{Arc, ArcBorrow, Mutex},
     uaccess::UserSlice,
@@ -164,7 +165,7 @@ impl Kvm {
         let arch = self.arch.create_vm(vm_type)?;
         // One coalesced MMIO ring per VM, shared by every vCPU's mapping.
         let ring = SharedPage::new(GFP_KERNEL_ACCOUNT)?;
-        let zones = KBox::new(Zones::new(), GFP_KERNEL_ACCOUNT)?;
+        let zones = Zones::new(KVec::from_elem(Zone::default(), MAX_COALESCED_ZONES, GFP_KERNEL_ACCOUNT)?);
         let vm = Arc::pin_init(
             pin_init!(Vm {
                 kvm: self.into(),
@@ -259,7 +260,7 @@ pub(crate) struct Vm {
     /// The coalesced zones; the lock also serializes appends to the ring
     /// (C: `kvm->slots_lock` and `kvm->ring_lock`).
     #[pin]
-    coalesced: Mutex<KBox<Zones<MAX_COALESCED_ZONES>>>,
+    coalesced: Mutex<Zones<KVec<Zone>>>,
     /// The architecture's part.
     arch: KBox<dyn ArchVm>,
 }
@@ -622,7 +623,14 @@ pub(crate) struct Vcpu {
     pio: SharedPage,
     /// C: `vcpu->mutex` around the architecture's state.
     #[pin]
-    arch: Mutex<KBox<dyn ArchVcpu>>,
+    arch: Mutex<VcpuLocked>,
+}
+
+/// What the vCPU mutex protects.
+struct VcpuLocked {
+    arch: KBox<dyn ArchVcpu>,
+    /// `KVM_SET_SIGNAL_MASK`: the blocked set during `KVM_RUN`, if any.
+    sigmask: Option<SigSet>,
 }
 
 impl Vcpu {
@@ -631,7 +639,10 @@ impl Vcpu {
         let page = || SharedPage::new(GFP_KERNEL_ACCOUNT);
         let (run, pio) = (page()?, page()?);
         let arch = vm.arch.create_vcpu(vm, id)?;
-        Arc::pin_init(pin_init!(Vcpu { id, run, pio, arch <- new_mutex!(arch) }), GFP_KERNEL_ACCOUNT)
+        Arc::pin_init(
+            pin_init!(Vcpu { id, run, pio, arch <- new_mutex!(VcpuLocked { arch, sigmask: None }) }),
+            GFP_KERNEL_ACCOUNT,
+        )
     }
 
     /// The page at page offset `pgoff` of the vCPU mmap area.
@@ -643,6 +654,23 @@ impl Vcpu {
             _ => None,
         }
     }
+}
+
+/// `KVM_SET_SIGNAL_MASK`'s argument: NULL clears the mask; otherwise `len`
+/// must be the size of the kernel's `sigset_t` (8), then the set follows.
+fn read_sigmask(arg: usize) -> Result<Option<SigSet>> {
+    if arg == 0 {
+        return Ok(None);
+    }
+    let mut b = [0u8; 12];
+    UserSlice::new(arg, 4).reader().read_slice(&mut b[..4])?;
+    if u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) != 8 {
+        return Err(EINVAL);
+    }
+    UserSlice::new(arg + 4, 8).reader().read_slice(&mut b[4..])?;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[4..]);
+    Ok(Some(SigSet::from_user_bits(u64::from_ne_bytes(w))))
 }
 
 /// What a vCPU file holds: its vCPU and a reference on the VM.
@@ -664,11 +692,18 @@ impl FileOps for VcpuFile {
         }
         let v = &this.vcpu;
         let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio };
-        let mut arch = v.arch.lock();
+        let mut locked = v.arch.lock();
         match cmd {
             uapi::KVM_RUN if arg != 0 => Err(EINVAL),
-            uapi::KVM_RUN => arch.run(&ctx),
-            _ => arch.ioctl(&ctx, cmd, arg),
+            uapi::KVM_RUN => {
+                let _mask = locked.sigmask.map(|m| m.activate());
+                locked.arch.run(&ctx)
+            }
+            uapi::KVM_SET_SIGNAL_MASK => {
+                locked.sigmask = read_sigmask(arg)?;
+                Ok(0)
+            }
+            _ => locked.arch.ioctl(&ctx, cmd, arg),
         }
     }
 

@@ -109,6 +109,9 @@ pub(crate) const KVM_COALESCED_MMIO_PAGE_OFFSET: usize = 2;
 
 /// `KVM_GET_DIRTY_LOG` (VM ioctl).
 pub(crate) const KVM_GET_DIRTY_LOG: u32 = iow(0x42, 16);
+/// `KVM_SET_SIGNAL_MASK` (vCPU ioctl): `struct kvm_signal_mask` is a `__u32
+/// len` followed by the set.
+pub(crate) const KVM_SET_SIGNAL_MASK: u32 = iow(0x8b, 4);
 /// `KVM_RUN`.
 pub(crate) const KVM_RUN: u32 = io(0x80);
 /// `KVM_CAP_IMMEDIATE_EXIT`: `kvm_run.immediate_exit` is honoured.

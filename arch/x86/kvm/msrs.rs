@@ -24,6 +24,8 @@ pub(crate) const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 pub(crate) const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
 /// `MSR_IA32_SYSENTER_EIP`.
 pub(crate) const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+/// `MSR_IA32_POWER_CTL`: kept, no effect (the C KVM emulates it so).
+pub(crate) const MSR_IA32_POWER_CTL: u32 = 0x1fc;
 /// `MSR_IA32_MISC_ENABLE`.
 pub(crate) const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 /// `MSR_IA32_CR_PAT`.
@@ -82,6 +84,7 @@ pub(crate) const MSRS_TO_SAVE: &[u32] = &[
     MSR_IA32_TSC,
     MSR_IA32_TSC_ADJUST,
     MSR_IA32_MISC_ENABLE,
+    MSR_IA32_POWER_CTL,
     MSR_MISC_FEATURES_ENABLES,
     MSR_PLATFORM_INFO,
     MSR_IA32_UCODE_REV,

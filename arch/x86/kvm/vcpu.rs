@@ -184,6 +184,7 @@ pub(crate) struct X86Vcpu<B: Backend> {
     tsc_offset: u64,
     tsc_adjust: u64,
     misc_enable: u64,
+    power_ctl: u64,
     misc_features_enables: u64,
     hwcr: u64,
     microcode: u64,
@@ -247,6 +248,7 @@ impl<B: Backend> X86Vcpu<B> {
             tsc_offset: 0,
             tsc_adjust: 0,
             misc_enable: MISC_ENABLE_RESET,
+            power_ctl: 0,
             misc_features_enables: 0,
             hwcr: 0,
             microcode: u64::from(x86::microcode_rev()) << 32,
@@ -805,6 +807,7 @@ impl<B: Backend> X86Vcpu<B> {
             MSR_IA32_TSC_ADJUST => self.tsc_adjust,
             MSR_IA32_APICBASE => self.lapic.apic_base(),
             MSR_IA32_MISC_ENABLE => self.misc_enable,
+            MSR_IA32_POWER_CTL => self.power_ctl,
             MSR_PLATFORM_INFO => {
                 if !host && !self.vm.platform_info_readable.load(Ordering::Relaxed) {
                     return Err(MsrErr::Invalid);
@@ -829,7 +832,13 @@ impl<B: Backend> X86Vcpu<B> {
         if let Some(r) = self.hw.set_msr(index, value) {
             return r.map_err(|()| MsrErr::Invalid);
         }
-        self.set_msr_common(index, value, host).map_err(|()| MsrErr::Invalid)
+        self.set_msr_common(index, value, host).map_err(|()| {
+            if self.msr_known(index) {
+                MsrErr::Invalid
+            } else {
+                MsrErr::Unsupported
+            }
+        })
     }
 
     /// The MSRs x86 common code keeps: `Err(())` is #GP; unknown ones are
@@ -875,6 +884,7 @@ impl<B: Backend> X86Vcpu<B> {
             MSR_IA32_MISC_ENABLE => {
                 self.misc_enable = msrs::misc_enable_write(self.misc_enable, value, host).ok_or(())?;
             }
+            MSR_IA32_POWER_CTL => self.power_ctl = value,
             MSR_PLATFORM_INFO => {
                 // Read-only for the guest. User space may not take CPUID
                 // faulting away while the guest uses it.
@@ -1904,6 +1914,31 @@ impl<B: Backend> X86Vcpu<B> {
     }
 }
 
+impl<B: Backend> X86Vcpu<B> {
+    /// `KVM_GET_LAPIC` (kept out of the ioctl dispatcher: its buffer would
+    /// otherwise sit in that frame for every ioctl).
+    #[inline(never)]
+    fn get_lapic(&self, arg: usize) -> Result<isize> {
+        if !self.irqchip() {
+            return Err(EINVAL);
+        }
+        let st = self.lapic.get_state(now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
+        write_arg(arg, &st)
+    }
+
+    /// `KVM_SET_LAPIC`.
+    #[inline(never)]
+    fn set_lapic(&mut self, arg: usize) -> Result<isize> {
+        if !self.irqchip() {
+            return Err(EINVAL);
+        }
+        let st: [u8; lapic::KVM_APIC_REG_SIZE] = read_arg(arg)?;
+        self.lapic.set_state(&st, now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
+        self.sync_timer();
+        Ok(0)
+    }
+}
+
 impl<B: Backend> ArchVcpu for X86Vcpu<B> {
     fn run(&mut self, ctx: &VcpuCtx<'_>) -> Result<isize> {
         ctx.run.write_u16(run::FLAGS, 0);
@@ -1994,22 +2029,8 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                 self.user_irq = Some(v as u8);
                 Ok(0)
             }
-            ioc::KVM_GET_LAPIC => {
-                if !self.irqchip() {
-                    return Err(EINVAL);
-                }
-                let st = self.lapic.get_state(now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
-                write_arg(arg, &st)
-            }
-            ioc::KVM_SET_LAPIC => {
-                if !self.irqchip() {
-                    return Err(EINVAL);
-                }
-                let st: [u8; lapic::KVM_APIC_REG_SIZE] = read_arg(arg)?;
-                self.lapic.set_state(&st, now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
-                self.sync_timer();
-                Ok(0)
-            }
+            ioc::KVM_GET_LAPIC => self.get_lapic(arg),
+            ioc::KVM_SET_LAPIC => self.set_lapic(arg),
             ioc::KVM_TRANSLATE => self.translate_ioctl(ctx, arg),
             ioc::KVM_NMI => {
                 self.nmi_pending = true;
