@@ -68,3 +68,11 @@ mod msrs;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/pio.rs"]
 mod pio;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/irq.rs"]
+mod irq;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/ioapic.rs"]
+mod ioapic;
