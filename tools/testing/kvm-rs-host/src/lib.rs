@@ -76,3 +76,7 @@ mod irq;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/ioapic.rs"]
 mod ioapic;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/i8259.rs"]
+mod i8259;
