@@ -167,10 +167,18 @@ pub(crate) struct Delivery {
 
 /// Which vCPUs accepted the RTC interrupt, and with which vector
 /// (`struct dest_map`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct DestMap {
     map: [u64; DEST_MAP_VCPU_IDS / 64],
     vectors: [u8; DEST_MAP_VCPU_IDS],
+}
+
+impl core::fmt::Debug for DestMap {
+    /// Only the vCPUs recorded, not 4 KiB of vectors.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ids = (0..DEST_MAP_VCPU_IDS as u32).filter_map(|id| Some((id, self.get(id)?)));
+        f.debug_map().entries(ids).finish()
+    }
 }
 
 impl DestMap {
@@ -1148,6 +1156,7 @@ mod tests {
         };
         assert_eq!(pulse(&mut io, &mut b, true), 2);
         assert_eq!(io.rtc_pending_eoi(), 2);
+        assert_eq!(std::format!("{:?}", io.rtc.dest_map), "{0: 40, 3: 40}");
         // Not EOIed by everyone: coalesced, not sent.
         assert_eq!(pulse(&mut io, &mut b, true), 0);
         io.eoi(0, 0x28, false, false, &mut b);
