@@ -80,3 +80,7 @@ mod ioapic;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/i8259.rs"]
 mod i8259;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/irq_comm.rs"]
+mod irq_comm;
