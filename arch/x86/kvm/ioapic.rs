@@ -687,7 +687,7 @@ impl Ioapic {
         let was = self.rtc.dest_map.get(vcpu_id).is_some();
         if pending_eoi && !was {
             self.rtc.dest_map.record(vcpu_id, vector);
-            self.rtc.pending_eoi += 1;
+            self.rtc.pending_eoi = self.rtc.pending_eoi.saturating_add(1);
         } else if !pending_eoi && was {
             self.rtc.dest_map.clear(vcpu_id);
             self.rtc.pending_eoi = self.rtc.pending_eoi.saturating_sub(1);
@@ -697,7 +697,7 @@ impl Ioapic {
     // ---- KVM_GET_IRQCHIP / KVM_SET_IRQCHIP ----
 
     /// `kvm_get_ioapic()`: `struct kvm_ioapic_state` (base_address,
-    /// ioregsel, id, irr, pad, redirtbl[24]; x86 little-endian). Edges
+    /// ioregsel, id, irr, pad, `redirtbl[24]`; x86 little-endian). Edges
     /// already delivered are left out of IRR.
     pub(crate) fn get_state(&self) -> [u8; KVM_IOAPIC_STATE_SIZE] {
         let mut b = [0u8; KVM_IOAPIC_STATE_SIZE];

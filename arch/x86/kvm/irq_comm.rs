@@ -291,7 +291,9 @@ impl Irqchip {
 
     /// `KVM_SET_IRQCHIP` (`kvm_vm_ioctl_set_irqchip()`): restores the chip
     /// `b` names, then re-evaluates the PIC's output, which the C KVM does
-    /// even for a bad chip id before failing with `EINVAL`.
+    /// even for a bad chip id before failing with `EINVAL`. After an IOAPIC
+    /// state the module does what [`Ioapic::set_state`] asks (rescan, RTC
+    /// restore per vCPU).
     pub(crate) fn set_irqchip(
         &mut self,
         b: &[u8; KVM_IRQCHIP_SIZE],
