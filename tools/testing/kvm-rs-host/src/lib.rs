@@ -68,3 +68,19 @@ mod msrs;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/pio.rs"]
 mod pio;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/irq.rs"]
+mod irq;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/ioapic.rs"]
+mod ioapic;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/i8259.rs"]
+mod i8259;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/irq_comm.rs"]
+mod irq_comm;
