@@ -12,7 +12,7 @@ use crate::dev_ioctl::{self, DevIoctl};
 use crate::memslots::{self, Change, MemSlot, Region, SlotStore};
 use crate::uapi::{self, errno, Errno, KvmEnableCap};
 use crate::vcpu_limits::{VcpuLimits, KVM_MAX_VCPUS, KVM_MAX_VCPU_IDS};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     c_str,
     cpu::num_online_cpus,
@@ -174,6 +174,7 @@ impl Kvm {
                 inner <- new_mutex!(VmInner { limits: VcpuLimits::default(), vcpus: KVec::new() }),
                 mem <- new_mutex!(VmMem { slots: KVec::new(), dirty: KVec::new() }),
                 mem_gen: AtomicU64::new(0),
+                pci_hole: AtomicBool::new(false),
                 ring,
                 coalesced <- new_mutex!(zones),
                 arch,
@@ -254,6 +255,8 @@ pub(crate) struct Vm {
     /// mapping, so that a fault handler that looked a slot up without the lock
     /// can tell that its answer went stale.
     mem_gen: AtomicU64,
+    /// `KVM_ENABLE_CAP(KVM_CAP_KVMRS_PCI_HOLE)` was done: slots may be PCI holes.
+    pci_hole: AtomicBool,
     /// The coalesced MMIO/PIO ring (page `KVM_COALESCED_MMIO_PAGE_OFFSET` of
     /// every vCPU's mapping).
     ring: SharedPage,
@@ -551,6 +554,14 @@ impl Vm {
                 self.inner.lock().limits.set_max_vcpu_id(cap.args[0]).map_err(err)?;
                 Ok(0)
             }
+            memslots::KVM_CAP_KVMRS_PCI_HOLE => {
+                // No flags, no arguments; once on, it stays on.
+                if cap.flags != 0 || cap.args.iter().any(|a| *a != 0) {
+                    return Err(EINVAL);
+                }
+                self.pci_hole.store(true, Ordering::Relaxed);
+                Ok(0)
+            }
             _ => self.arch.enable_cap(self, &cap),
         }
     }
@@ -571,7 +582,9 @@ impl Vm {
         };
         let max_gfn = self.kvm.arch.max_gfn();
         let mut mem = self.mem.lock();
-        let change = memslots::validate(&mem.slots, ioctl, &region, max_gfn, access_ok).map_err(err)?;
+        let hole = self.pci_hole.load(Ordering::Relaxed);
+        let change =
+            memslots::validate_with(&mem.slots, ioctl, &region, max_gfn, hole, access_ok).map_err(err)?;
         // Bitmaps first: the one allocation that can fail happens before the
         // slots change.
         mem.update_bitmaps(&change)?;

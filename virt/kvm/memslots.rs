@@ -30,8 +30,10 @@ pub(crate) const KVM_MEM_GUEST_MEMFD: u32 = 1 << 2;
 /// MMIO. Bit 15: the highest of the 16 user-visible flag bits (bits 16 and up
 /// are the C KVM's internal ones), far from the bits upstream allocates next.
 pub(crate) const KVM_MEM_PCI_HOLE: u32 = 1 << 15;
-/// `KVM_CAP_KVMRS_PCI_HOLE`: `KVM_MEM_PCI_HOLE` is accepted. kvm-rs numbers its
-/// own capabilities from 0x4b520000 ("KR"), far above the C KVM's.
+/// `KVM_CAP_KVMRS_PCI_HOLE`: `KVM_MEM_PCI_HOLE` exists; a VM accepts the flag
+/// once it enabled the capability with `KVM_ENABLE_CAP` (until then the flag
+/// is an unknown bit, `EINVAL`, as for the C KVM). kvm-rs numbers its own
+/// capabilities from 0x4b520000 ("KR"), far above the C KVM's.
 pub(crate) const KVM_CAP_KVMRS_PCI_HOLE: i64 = 0x4b52_0001;
 /// `KVM_SET_USER_MEMORY_REGION_V1_FLAGS`: the flags that do not use the v2 fields.
 const V1_FLAGS: u32 = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY | KVM_MEM_PCI_HOLE;
@@ -287,8 +289,24 @@ pub(crate) fn validate(
     max_gfn: u64,
     access_ok: impl FnOnce(u64, u64) -> bool,
 ) -> Result<Change, Errno> {
+    validate_with(slots, ioctl, mem, max_gfn, false, access_ok)
+}
+
+/// [`validate`], with `KVM_MEM_PCI_HOLE` accepted if `pci_hole` (the VM
+/// enabled `KVM_CAP_KVMRS_PCI_HOLE`).
+pub(crate) fn validate_with(
+    slots: &[MemSlot],
+    ioctl: Ioctl,
+    mem: &Region,
+    max_gfn: u64,
+    pci_hole: bool,
+    access_ok: impl FnOnce(u64, u64) -> bool,
+) -> Result<Change, Errno> {
     // kvm_vm_ioctl(): v1 cannot use flags that need the v2 fields.
     if ioctl == Ioctl::V1 && mem.flags & !V1_FLAGS != 0 {
+        return Err(errno::EINVAL);
+    }
+    if !pci_hole && mem.flags & KVM_MEM_PCI_HOLE != 0 {
         return Err(errno::EINVAL);
     }
     // kvm_vm_ioctl_set_memory_region(): the internal slot ids are not for users.
@@ -795,13 +813,24 @@ mod tests {
         assert!(s.v.len() > 16);
     }
 
+    /// [`set`] with the PCI hole enabled.
+    fn set_hole(s: &mut Store, ioctl: Ioctl, r: &Region, max: u64, ok: impl FnOnce(u64, u64) -> bool) -> Res {
+        let change = validate_with(&s.v, ioctl, r, max, true, ok)?;
+        commit(s, &change)?;
+        Ok(change)
+    }
+
     #[test]
     fn pci_hole_slots() {
         let mut store = store();
         let ok = |_: u64, _: u64| true;
+        // Not enabled: an unknown flag, as for the C KVM.
+        let r = region(1, KVM_MEM_PCI_HOLE, 16 * P, 4 * P, 0);
+        assert_eq!(set(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL));
+        assert_eq!(set(&mut store, V2, &r, MAX_GFN, ok), Err(errno::EINVAL));
         // A hole: no user memory (address 0), any size.
         let r = region(1, KVM_MEM_PCI_HOLE, 16 * P, 4 * P, 0);
-        assert!(matches!(set(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Create { .. })));
+        assert!(matches!(set_hole(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Create { .. })));
         assert!(store.v[0].is_pci_hole());
         // Not with user memory, not read-only, not logged.
         for (flags, ua) in [
@@ -810,16 +839,16 @@ mod tests {
             (KVM_MEM_PCI_HOLE | KVM_MEM_LOG_DIRTY_PAGES, 0),
         ] {
             let r = region(2, flags, 64 * P, P, ua);
-            assert_eq!(set(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL), "{flags:#x}");
+            assert_eq!(set_hole(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL), "{flags:#x}");
         }
         // The flag cannot be toggled on an existing slot; moving is fine.
         let r = region(1, 0, 16 * P, 4 * P, 0);
-        assert_eq!(set(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL));
+        assert_eq!(set_hole(&mut store, V1, &r, MAX_GFN, ok), Err(errno::EINVAL));
         let r = region(1, KVM_MEM_PCI_HOLE, 32 * P, 4 * P, 0);
-        assert!(matches!(set(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Move { .. })));
+        assert!(matches!(set_hole(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Move { .. })));
         // Deleting takes size 0, like any slot.
         let r = region(1, KVM_MEM_PCI_HOLE, 32 * P, 0, 0);
-        assert!(matches!(set(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Delete { .. })));
+        assert!(matches!(set_hole(&mut store, V1, &r, MAX_GFN, ok), Ok(Change::Delete { .. })));
         assert_eq!(check_extension(KVM_CAP_KVMRS_PCI_HOLE), Some(1));
     }
 }

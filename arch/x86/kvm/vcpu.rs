@@ -14,7 +14,7 @@ use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
 use super::msrs::{self, *};
 use super::pio::{self, StringIo};
 use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
-use super::{VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
+use super::{ApicRouter, VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
 use crate::kvm_main::{ArchVcpu, Backing, VcpuCtx, Vm};
 use crate::uapi::{self, exit, internal, run};
 use core::sync::atomic::Ordering;
@@ -270,6 +270,7 @@ impl<B: Backend> X86Vcpu<B> {
         v.set_tsc_offset(0u64.wrapping_sub(x86::rdtsc()));
         v.reset_gprs();
         v.update_lapic_caps();
+        v.publish_apic();
         Ok(v)
     }
 
@@ -497,6 +498,20 @@ impl<B: Backend> X86Vcpu<B> {
         if self.shared.posted_nmi.swap(false, Ordering::SeqCst) {
             self.nmi_pending = true;
         }
+        if self.shared.posted_init.swap(false, Ordering::SeqCst) {
+            let irq = lapic::Irq { vector: 0, mode: lapic::DeliveryMode::Init, level: true, level_triggered: false };
+            self.lapic.accept(&irq);
+        }
+        let sipi = self.shared.posted_sipi.swap(0, Ordering::SeqCst);
+        if sipi != 0 {
+            let irq = lapic::Irq {
+                vector: (sipi & 0xff) as u8,
+                mode: lapic::DeliveryMode::StartUp,
+                level: true,
+                level_triggered: false,
+            };
+            self.lapic.accept(&irq);
+        }
         for w in 0..4 {
             let irr = self.shared.posted_irr[w].swap(0, Ordering::SeqCst);
             if irr == 0 {
@@ -527,6 +542,19 @@ impl<B: Backend> X86Vcpu<B> {
             self.hw.inject(Event::Nmi);
             return;
         }
+        if self.irqchip() && self.vm.pic_output.load(Ordering::SeqCst) && self.lapic.accepts_pic_intr() {
+            // An ExtINT from the PIC comes before the LAPIC's interrupts
+            // (C: `kvm_cpu_has_extint()`); INTA is the guest taking it.
+            if self.hw.interrupt_allowed() {
+                if let Ok(v) = self.vm.with_irqchip(|chip, _| chip.pic.ack()) {
+                    self.hw.inject(Event::Interrupt { vector: v, soft: false });
+                    return;
+                }
+            } else {
+                self.hw.set_interrupt_window(true);
+                return;
+            }
+        }
         if self.irqchip() {
             if let Some(v) = self.lapic.highest_pending() {
                 if self.hw.interrupt_allowed() {
@@ -554,7 +582,8 @@ impl<B: Backend> X86Vcpu<B> {
             return true;
         }
         let if_set = self.hw.rflags() & RFLAGS_IF != 0;
-        if_set && (self.lapic.highest_pending().is_some() || self.user_irq.is_some())
+        let extint = self.vm.pic_output.load(Ordering::SeqCst) && self.lapic.accepts_pic_intr();
+        if_set && (self.lapic.highest_pending().is_some() || self.user_irq.is_some() || extint)
     }
 
     /// Sleeps while halted; `Err(EINTR)` on a signal (C: `kvm_vcpu_block()`).
@@ -584,6 +613,7 @@ impl<B: Backend> X86Vcpu<B> {
         if self.lapic.take_init() {
             let bsp = self.lapic.apic_base() & lapic::APICBASE_BSP != 0;
             self.lapic.init(bsp, &self.vm.lapic_flags());
+            self.publish_apic();
             self.sync_timer();
             self.hw.reset();
             self.reset_gprs();
@@ -605,41 +635,35 @@ impl<B: Backend> X86Vcpu<B> {
 
     /// Carries out what a LAPIC register write asked for.
     fn lapic_action(&mut self, a: Option<Action>) {
+        self.publish_apic();
         match a {
             Some(Action::Ipi(ipi)) => self.send_ipi(&ipi),
-            Some(Action::Eoi { .. }) | Some(Action::Timer(_)) | None => {}
+            Some(Action::Eoi { vector, level_triggered }) => {
+                // The IOAPIC learns of the EOI (remote IRR, re-delivery of a
+                // still-asserted level line).
+                let (id, directed) = (self.shared.id, self.lapic.suppress_eoi_broadcast());
+                let _ = self.vm.with_irqchip_from(Some(id), |chip, bus| {
+                    chip.ioapic.eoi(id, vector, level_triggered, directed, bus)
+                });
+            }
+            Some(Action::Timer(_)) | None => {}
         }
         self.sync_timer();
     }
 
-    /// Delivers an IPI. Destinations are matched against this vCPU's LAPIC
-    /// for self-IPIs; other vCPUs receive fixed interrupts and NMIs by their
-    /// vCPU id as xAPIC physical ID (kvm-rs keeps the APIC ID equal to the
-    /// vCPU id; logical destinations to other vCPUs are not routed yet).
+    /// Delivers an IPI through the VM's APIC routing (this vCPU's LAPIC
+    /// included: its view is published before the ICR write is acted on).
     fn send_ipi(&mut self, ipi: &lapic::Ipi) {
-        use lapic::{DeliveryMode, Shorthand, Source};
-        let me = self.shared.id;
-        let to_self = self.lapic.matches_dest(&ipi.dest, Source::ThisApic, &self.vm.lapic_flags());
-        if to_self {
-            self.lapic.accept(&ipi.irq);
-        }
-        let others: &[Arc<VcpuShared>] = &self.vm.vcpus.lock();
-        for v in others.iter().filter(|v| v.id != me) {
-            let hit = match ipi.dest.shorthand {
-                Shorthand::AllIncludingSelf | Shorthand::AllExcludingSelf => true,
-                Shorthand::ToSelf => false,
-                Shorthand::None => !ipi.dest.logical && (ipi.dest.id == v.id || ipi.dest.id == 0xff),
-            };
-            if !hit {
-                continue;
-            }
-            match ipi.irq.mode {
-                DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                    v.post_interrupt(ipi.irq.vector, ipi.irq.level_triggered)
-                }
-                DeliveryMode::Nmi => v.post_nmi(),
-                _ => {}
-            }
+        let vcpus = self.vm.vcpus.lock();
+        let router = ApicRouter { vcpus: &vcpus, flags: self.vm.lapic_flags(), from: Some(self.shared.id) };
+        router.deliver(&ipi.dest, &ipi.irq);
+    }
+
+    /// Publishes this vCPU's LAPIC for interrupt routing (after any change of
+    /// its ID, LDR, DFR, mode or enable bits).
+    fn publish_apic(&self) {
+        if self.irqchip() {
+            *self.shared.apic_view.lock() = Some(self.lapic.clone());
         }
     }
 
@@ -731,6 +755,7 @@ impl<B: Backend> X86Vcpu<B> {
         }
         if self.irqchip() {
             self.lapic.set_apic_base(s.apic_base, true).map_err(|_| EINVAL)?;
+            self.publish_apic();
         }
         for seg in Seg::ALL {
             self.hw.set_seg(seg, s.seg(seg));
@@ -877,6 +902,7 @@ impl<B: Backend> X86Vcpu<B> {
             MSR_IA32_APICBASE => {
                 if self.irqchip() {
                     self.lapic.set_apic_base(value, host).map_err(|_| ())?;
+                    self.publish_apic();
                 } else {
                     return Err(());
                 }
@@ -1561,6 +1587,12 @@ impl<B: Backend> X86Vcpu<B> {
             Some(n) => n,
             None => return Ok(self.emulation_failure(ctx)),
         };
+        // The in-kernel PIC's ports (and its ELCR).
+        if !string && self.irqchip() {
+            if let Some(f) = self.pic_io(port, size, input, next_rip) {
+                return Ok(f);
+            }
+        }
         let sio = StringIo { size, addr_size, rep, df: self.hw.rflags() & RFLAGS_DF != 0 };
         let mut count = 1u32;
         if string {
@@ -1616,6 +1648,36 @@ impl<B: Backend> X86Vcpu<B> {
             self.rip = next_rip;
         }
         Ok(Flow::User)
+    }
+
+    /// IN/OUT on a port of the in-kernel PIC: done here, `None` if the port
+    /// is not the PIC's.
+    fn pic_io(&mut self, port: u16, size: u8, input: bool, next_rip: u64) -> Option<Flow> {
+        let len = usize::from(size);
+        let mut data = [0u8; 4];
+        let rax = self.gprs[gpr::RAX];
+        if !input {
+            data.copy_from_slice(&rax.to_le_bytes()[..4]);
+        }
+        let intr_ok = self.hw.interrupt_allowed();
+        let r = self.vm.with_irqchip(|chip, _| {
+            if input {
+                chip.pic.pio_read(port, &mut data[..len])
+            } else {
+                chip.pic.pio_write(port, &data[..len], intr_ok)
+            }
+        });
+        match r {
+            Ok(Ok(())) => {
+                if input {
+                    let v = u64::from(u32::from_le_bytes(data));
+                    self.gprs[gpr::RAX] = pio::in_result(rax, size, v);
+                }
+                self.rip = next_rip;
+                Some(Flow::Resume)
+            }
+            _ => None,
+        }
     }
 
     /// The segment of OUTS without decode assists: DS, or the override
@@ -1778,6 +1840,29 @@ impl<B: Backend> X86Vcpu<B> {
             self.rip = next_rip;
             self.hw.set_interrupt_shadow(false);
             return Ok(Flow::Resume);
+        }
+        if self.irqchip() {
+            let len = usize::from(size);
+            let mut v = [0u8; 8];
+            if is_write {
+                v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
+            }
+            let r = self.vm.with_irqchip(|chip, bus| {
+                if is_write {
+                    chip.ioapic.mmio_write(gpa, &v[..len], bus).map(|_| ())
+                } else {
+                    chip.ioapic.mmio_read(gpa, &mut v[..len])
+                }
+            });
+            if let Ok(Ok(())) = r {
+                if !is_write {
+                    emulate::complete_load(&mut self.gprs, &insn.op, u64::from_le_bytes(v));
+                }
+                emulate::string_advance(&mut self.gprs, &insn, df);
+                self.rip = next_rip;
+                self.hw.set_interrupt_shadow(false);
+                return Ok(Flow::Resume);
+            }
         }
         ctx.run.write_u32(run::EXIT_REASON, exit::MMIO);
         ctx.run.write_u64(run::MMIO_PHYS_ADDR, gpa);

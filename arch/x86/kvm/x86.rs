@@ -31,6 +31,14 @@ pub(crate) mod backend;
 pub(crate) mod cpuid;
 #[path = "emulate.rs"]
 pub(crate) mod emulate;
+#[path = "i8259.rs"]
+pub(crate) mod i8259;
+#[path = "ioapic.rs"]
+pub(crate) mod ioapic;
+#[path = "irq.rs"]
+pub(crate) mod irq;
+#[path = "irq_comm.rs"]
+pub(crate) mod irq_comm;
 #[path = "lapic.rs"]
 pub(crate) mod lapic;
 #[path = "msr_filter.rs"]
@@ -119,6 +127,8 @@ pub(crate) mod ioc {
     pub(crate) const KVM_INTERRUPT: u32 = iow(0x86, 4);
     /// `KVM_NMI`.
     pub(crate) const KVM_NMI: u32 = io(0x9a);
+    /// `KVM_X86_GET_MCE_CAP_SUPPORTED`.
+    pub(crate) const KVM_X86_GET_MCE_CAP_SUPPORTED: u32 = ior(0x9d, 8);
     /// `KVM_TRANSLATE`.
     pub(crate) const KVM_TRANSLATE: u32 = iowr(0x85, 24);
     /// `KVM_CAP_TSC_DEADLINE_TIMER`.
@@ -245,6 +255,7 @@ impl<B: Backend> Arch for X86<B> {
             KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
             KVM_CAP_TSC_DEADLINE_TIMER => 1,
             KVM_CAP_MSR_PLATFORM_INFO => 1,
+            irq_comm::KVM_CAP_IRQ_INJECT_STATUS => 1,
             msr_filter::KVM_CAP_X86_USER_SPACE_MSR | msr_filter::KVM_CAP_X86_MSR_FILTER => 1,
             // KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
             KVM_CAP_X2APIC_API => 3,
@@ -266,6 +277,11 @@ impl<B: Backend> Arch for X86<B> {
             ioc::KVM_GET_MSR_INDEX_LIST => copy_index_list(arg, msrs::MSRS_TO_SAVE),
             ioc::KVM_GET_MSR_FEATURE_INDEX_LIST => copy_index_list(arg, msrs::FEATURE_MSRS),
             ioc::KVM_GET_MSRS => get_feature_msrs(arg),
+            // No machine-check banks or features are offered (KVM_CAP_MCE is 0).
+            ioc::KVM_X86_GET_MCE_CAP_SUPPORTED => {
+                UserSlice::new(arg, 8).writer().write_slice(&0u64.to_ne_bytes())?;
+                Ok(0)
+            }
             // `kvm_arch_dev_ioctl()` answers -EINVAL to what it does not handle.
             _ => Err(err(errno::EINVAL)),
         }
@@ -285,6 +301,8 @@ impl<B: Backend> Arch for X86<B> {
                 vcpus <- new_mutex!(KVec::new()),
                 tlb_gen: AtomicU64::new(0),
                 irqchip: AtomicBool::new(false),
+                irqchip_dev <- new_mutex!(None),
+                pic_output: AtomicBool::new(false),
                 tsc_khz: AtomicU32::new(x86::tsc_khz()),
                 nr_mmu_pages: AtomicU64::new(0),
                 apic_bus_cycle_ns: AtomicU64::new(lapic::APIC_BUS_CYCLE_NS_DEFAULT),
@@ -461,6 +479,15 @@ pub(crate) struct VcpuShared {
     pub(crate) posted_tmr: [AtomicU64; 4],
     /// A posted NMI.
     pub(crate) posted_nmi: AtomicBool,
+    /// A posted INIT.
+    pub(crate) posted_init: AtomicBool,
+    /// A posted SIPI: its vector plus 0x100, or 0.
+    pub(crate) posted_sipi: AtomicU32,
+    /// A copy of the vCPU's LAPIC as other vCPUs and devices see it when
+    /// they route interrupts (C: the APIC map), refreshed after every change
+    /// of the vCPU's LAPIC registers.
+    #[pin]
+    pub(crate) apic_view: Mutex<Option<lapic::Lapic>>,
     /// The host timer behind the LAPIC timer.
     #[pin]
     pub(crate) timer: HrTimer<TimerTarget>,
@@ -477,6 +504,9 @@ impl VcpuShared {
                 posted_irr: [const { AtomicU64::new(0) }; 4],
                 posted_tmr: [const { AtomicU64::new(0) }; 4],
                 posted_nmi: AtomicBool::new(false),
+                posted_init: AtomicBool::new(false),
+                posted_sipi: AtomicU32::new(0),
+                apic_view <- new_mutex!(None),
                 timer <- HrTimer::new(target),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -508,6 +538,91 @@ impl VcpuShared {
         self.posted_nmi.store(true, Ordering::SeqCst);
         self.kick();
     }
+
+    /// Posts an interrupt message of any delivery mode (what the vCPU's
+    /// LAPIC accepts at its next entry). Returns whether it was posted.
+    pub(crate) fn post(&self, irq: &lapic::Irq) -> bool {
+        use lapic::DeliveryMode as M;
+        match irq.mode {
+            M::Fixed | M::LowestPriority => {
+                if irq.level_triggered && !irq.level {
+                    return false;
+                }
+                self.post_interrupt(irq.vector, irq.level_triggered);
+            }
+            M::Nmi => self.post_nmi(),
+            M::Init => {
+                if irq.level_triggered && !irq.level {
+                    return false;
+                }
+                self.posted_sipi.store(0, Ordering::SeqCst);
+                self.posted_init.store(true, Ordering::SeqCst);
+                self.kick();
+            }
+            M::StartUp => {
+                self.posted_sipi.store(u32::from(irq.vector) | 0x100, Ordering::SeqCst);
+                self.kick();
+            }
+            M::Smi | M::RemoteRead | M::ExtInt => return false,
+        }
+        true
+    }
+
+    /// Whether a message for `dest` from `source` reaches this vCPU's LAPIC
+    /// (C: `kvm_apic_match_dest()` over the APIC map).
+    pub(crate) fn matches(&self, dest: &lapic::Destination, source: lapic::Source, flags: &lapic::VmFlags) -> bool {
+        match &*self.apic_view.lock() {
+            Some(l) => l.hw_enabled() && l.matches_dest(dest, source, flags),
+            None => false,
+        }
+    }
+}
+
+/// Delivers interrupt messages to the LAPICs of a VM (C:
+/// `kvm_irq_delivery_to_apic()`): every vCPU the destination matches gets a
+/// fixed, NMI, INIT or SIPI message; a lowest-priority one goes to one of
+/// them, picked by vector hashing.
+pub(crate) struct ApicRouter<'a> {
+    pub(crate) vcpus: &'a [Arc<VcpuShared>],
+    pub(crate) flags: lapic::VmFlags,
+    /// The sending vCPU, if a LAPIC (not a device) sent it.
+    pub(crate) from: Option<u32>,
+}
+
+impl ApicRouter<'_> {
+    /// Delivers `irq` to `dest`; -1 if nothing matched, else how many accepted.
+    pub(crate) fn deliver(&self, dest: &lapic::Destination, irq: &lapic::Irq) -> i32 {
+        let source = |id: u32| match self.from {
+            Some(me) if me == id => lapic::Source::ThisApic,
+            Some(_) => lapic::Source::OtherApic,
+            None => lapic::Source::Device,
+        };
+        let hit = |v: &&Arc<VcpuShared>| v.matches(dest, source(v.id), &self.flags);
+        if irq.mode == lapic::DeliveryMode::LowestPriority {
+            let n = self.vcpus.iter().filter(hit).count();
+            return match lapic::lowest_prio_index(irq.vector, n).and_then(|i| self.vcpus.iter().filter(hit).nth(i)) {
+                Some(v) => i32::from(v.post(irq)),
+                None => -1,
+            };
+        }
+        let mut matched = false;
+        let mut accepted = 0;
+        for v in self.vcpus.iter().filter(hit) {
+            matched = true;
+            accepted += i32::from(v.post(irq));
+        }
+        if matched {
+            accepted
+        } else {
+            -1
+        }
+    }
+}
+
+impl ioapic::ApicBus for ApicRouter<'_> {
+    fn deliver(&mut self, d: &ioapic::Delivery, _dest_map: Option<&mut ioapic::DestMap>) -> i32 {
+        ApicRouter::deliver(self, &d.dest, &d.irq)
+    }
 }
 
 /// The x86 state of a VM that vCPUs share.
@@ -531,6 +646,11 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) tlb_gen: AtomicU64,
     /// `KVM_CREATE_IRQCHIP` was done.
     pub(crate) irqchip: AtomicBool,
+    /// The PIC pair and the IOAPIC, once `KVM_CREATE_IRQCHIP` made them.
+    #[pin]
+    pub(crate) irqchip_dev: Mutex<Option<KBox<irq_comm::Irqchip>>>,
+    /// The PIC's INTR output (a copy, so vCPUs need not lock the chip to see it).
+    pub(crate) pic_output: AtomicBool,
     /// The guest TSC frequency.
     pub(crate) tsc_khz: AtomicU32,
     /// `KVM_SET_NR_MMU_PAGES`.
@@ -553,6 +673,39 @@ pub(crate) struct X86VmShared<B: Backend> {
 }
 
 impl<B: Backend> X86VmShared<B> {
+    /// Runs `f` on the PIC/IOAPIC with a router to the LAPICs, then publishes
+    /// the PIC's output and kicks the vCPUs that take PIC interrupts if it
+    /// rose. `ENXIO` without `KVM_CREATE_IRQCHIP`.
+    pub(crate) fn with_irqchip<R>(
+        &self,
+        f: impl FnOnce(&mut irq_comm::Irqchip, &mut ApicRouter<'_>) -> R,
+    ) -> Result<R> {
+        self.with_irqchip_from(None, f)
+    }
+
+    /// [`Self::with_irqchip`] on behalf of vCPU `from` (a LAPIC EOI).
+    pub(crate) fn with_irqchip_from<R>(
+        &self,
+        from: Option<u32>,
+        f: impl FnOnce(&mut irq_comm::Irqchip, &mut ApicRouter<'_>) -> R,
+    ) -> Result<R> {
+        let mut dev = self.irqchip_dev.lock();
+        let chip = dev.as_deref_mut().ok_or(ENXIO)?;
+        let vcpus = self.vcpus.lock();
+        let mut router = ApicRouter { vcpus: &vcpus, flags: self.lapic_flags(), from };
+        let r = f(chip, &mut router);
+        let out = chip.pic.output();
+        let was = self.pic_output.swap(out, Ordering::SeqCst);
+        if out && !was {
+            // The PIC's INTR goes to the vCPUs whose LINT0 takes ExtINT;
+            // they check it at their next entry.
+            for v in vcpus.iter() {
+                v.kick();
+            }
+        }
+        Ok(r)
+    }
+
     /// `KVM_X86_SET_MSR_FILTER` (`kvm_vm_ioctl_set_msr_filter()`): the
     /// struct is read once, checked, its bitmaps copied, then the new filter
     /// replaces the old one and every vCPU is kicked, so that none runs with
@@ -641,13 +794,41 @@ impl<B: Backend> ArchVm for X86Vm<B> {
         match cmd {
             ioc::KVM_CREATE_IRQCHIP => {
                 // Only before the first vCPU, and once (C: -EEXIST, -EINVAL).
-                if self.shared.irqchip.load(Ordering::SeqCst) {
+                let mut dev = self.shared.irqchip_dev.lock();
+                if dev.is_some() {
                     return Err(EEXIST);
                 }
                 if !self.shared.vcpus.lock().is_empty() {
                     return Err(EINVAL);
                 }
+                *dev = Some(KBox::new(irq_comm::Irqchip::new(), GFP_KERNEL_ACCOUNT)?);
                 self.shared.irqchip.store(true, Ordering::SeqCst);
+                Ok(0)
+            }
+            irq_comm::KVM_IRQ_LINE | irq_comm::KVM_IRQ_LINE_STATUS => {
+                let mut b = [0u8; irq_comm::KVM_IRQ_LEVEL_SIZE];
+                UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+                let status = cmd == irq_comm::KVM_IRQ_LINE_STATUS;
+                let out = self.shared.with_irqchip(|chip, bus| chip.irq_line(&b, status, bus))?;
+                if status {
+                    UserSlice::new(arg, out.len()).writer().write_slice(&out)?;
+                }
+                Ok(0)
+            }
+            irq_comm::KVM_GET_IRQCHIP => {
+                let mut b = [0u8; irq_comm::KVM_IRQCHIP_SIZE];
+                UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+                let dev = self.shared.irqchip_dev.lock();
+                let chip = dev.as_ref().ok_or(ENXIO)?;
+                chip.get_irqchip(&mut b).map_err(err)?;
+                drop(dev);
+                UserSlice::new(arg, b.len()).writer().write_slice(&b)?;
+                Ok(0)
+            }
+            irq_comm::KVM_SET_IRQCHIP => {
+                let mut b = [0u8; irq_comm::KVM_IRQCHIP_SIZE];
+                UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
+                self.shared.with_irqchip(|chip, bus| chip.set_irqchip(&b, bus))?.map_err(err)?;
                 Ok(0)
             }
             ioc::KVM_GET_TSC_KHZ => Ok(self.shared.tsc_khz.load(Ordering::Relaxed) as isize),
