@@ -66,7 +66,7 @@ static inline bool kvm_rs_klog_has_bug(char *line, size_t len)
 {
 	static const char *const pats[] = {
 		"BUG:", "Oops", "WARNING:", "Kernel panic", "Killed process",
-		"general protection fault", "RIP: 00",
+		"general protection fault", "Unable to handle",
 	};
 	char *log = kvm_rs_read_klog(), *p, *save = NULL;
 	bool found = false;
