@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers for the project selftests built on the upstream KVM selftest
+ * library: a bare VM (no in-kernel irqchip, which the library otherwise always
+ * creates) running a few bytes of real-mode code.
+ */
+#ifndef KVM_RS_LIB_H
+#define KVM_RS_LIB_H
+
+#include <string.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+
+#define RM_CODE_GPA	0x1000
+#define RM_MEM_PAGES	16	/* 64 KiB at guest-physical 0 */
+
+/*
+ * A VM without KVM_CREATE_IRQCHIP, 64 KiB of memory at 0, and one vCPU in
+ * real mode (CS base 0) about to run @len bytes of @code at RM_CODE_GPA.
+ */
+static inline struct kvm_vm *rm_vm_create(struct kvm_vcpu **vcpu, const void *code, size_t len)
+{
+	struct kvm_vm *vm = vm_create_barebones();
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	vm_userspace_mem_region_add(vm, VM_MEM_SRC_ANONYMOUS, 0, 0, RM_MEM_PAGES, 0);
+	memcpy(addr_gpa2hva(vm, RM_CODE_GPA), code, len);
+	*vcpu = __vm_vcpu_add(vm, 0);
+	vcpu_sregs_get(*vcpu, &sregs);
+	sregs.cs.selector = 0;
+	sregs.cs.base = 0;
+	vcpu_sregs_set(*vcpu, &sregs);
+	vcpu_regs_get(*vcpu, &regs);
+	regs.rip = RM_CODE_GPA;
+	regs.rsp = RM_MEM_PAGES * 4096 - 16;
+	regs.rflags = 2;
+	vcpu_regs_set(*vcpu, &regs);
+	return vm;
+}
+
+#endif /* KVM_RS_LIB_H */
