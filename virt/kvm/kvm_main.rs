@@ -269,9 +269,8 @@ pub(crate) struct Vm {
 }
 
 /// Coalesced zones per VM: the C KVM's limit of devices on one I/O bus
-/// (`NR_IOBUS_DEVS` 1000), less one. kvm-rs counts MMIO and PIO zones
-/// together.
-const MAX_COALESCED_ZONES: usize = 999;
+/// (`NR_IOBUS_DEVS`). kvm-rs counts MMIO and PIO zones together.
+const MAX_COALESCED_ZONES: usize = 1000;
 
 /// The coalesced ring as the ring logic sees it: the shared page, accessed
 /// with single loads and stores.
@@ -361,6 +360,11 @@ impl SlotStore for VmMem {
 }
 
 impl Vm {
+    /// vCPUs created or being created (C: `kvm->created_vcpus`).
+    pub(crate) fn created_vcpus(&self) -> u32 {
+        self.inner.lock().limits.created()
+    }
+
     /// Only the process that created the VM may use it (`kvm->mm != current->mm`).
     fn check_caller(&self) -> Result {
         if self.mm.is_current() {

@@ -63,6 +63,11 @@ impl VcpuLimits {
         Ok(id as u32)
     }
 
+    /// vCPUs created or being created (C: `kvm->created_vcpus`).
+    pub(crate) fn created(&self) -> u32 {
+        self.created
+    }
+
     /// Gives back a reservation whose vCPU could not be created.
     pub(crate) fn cancel(&mut self) {
         self.created -= 1;

@@ -253,6 +253,9 @@ pub(crate) trait VendorVcpu: Send {
     fn inject(&mut self, ev: Event);
     /// The event whose delivery the last exit interrupted, to inject again.
     fn interrupted_event(&self) -> Option<Event>;
+    /// Takes back an event programmed by [`VendorVcpu::inject`] that was not
+    /// delivered because the entry was abandoned.
+    fn take_injected(&mut self) -> Option<Event>;
     /// Whether the guest can take an external interrupt now (IF set, no
     /// shadow, no event being injected).
     fn interrupt_allowed(&self) -> bool;
@@ -261,6 +264,15 @@ pub(crate) trait VendorVcpu: Send {
     /// Asks for an [`Exit::InterruptWindow`] once the guest can take an
     /// interrupt (or stops asking).
     fn set_interrupt_window(&mut self, on: bool);
+    /// The guest's CR8 (TPR[7:4]) as it may have changed it without an exit.
+    fn tpr(&self) -> u8;
+    /// Loads the guest's CR8 (0-15) before an entry.
+    fn set_tpr(&mut self, cr8: u8);
+    /// Asks for an [`Exit::InterruptWindow`] once the guest lowers its CR8
+    /// below `class`, the priority class of an interrupt its TPR now blocks
+    /// (`None`: stop asking). C: `update_cr8_intercept()`, a TPR threshold
+    /// on VMX.
+    fn set_tpr_threshold(&mut self, class: Option<u8>);
 
     /// Enters the guest with interrupts off and returns the decoded exit.
     /// `gprs` are the guest's GPRs (RAX and RSP included), `rip` its RIP.

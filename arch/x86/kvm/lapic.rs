@@ -1236,6 +1236,12 @@ impl Lapic {
         core::mem::take(&mut self.pending_init)
     }
 
+    /// Latches a SIPI whatever the APIC's state (`KVM_SET_MP_STATE` of
+    /// SIPI_RECEIVED sets `KVM_APIC_SIPI` directly).
+    pub(crate) fn latch_sipi(&mut self, vector: u8) {
+        self.pending_sipi = Some(vector);
+    }
+
     /// Takes a latched SIPI vector (`KVM_APIC_SIPI`).
     pub(crate) fn take_sipi(&mut self) -> Option<u8> {
         self.pending_sipi.take()

@@ -96,6 +96,12 @@ pub(crate) const MSRS_TO_SAVE: &[u32] = &[
 /// `KVM_GET_MSRS` on `/dev/kvm`, they say what the host supports.
 pub(crate) const FEATURE_MSRS: &[u32] = &[MSR_IA32_UCODE_REV, MSR_AMD64_DE_CFG];
 
+/// `value` sign-extended from bit `bits - 1` (C: `__canonical_address()`).
+pub(crate) fn canonicalize(value: u64, bits: u32) -> u64 {
+    let shift = 64 - bits;
+    (((value << shift) as i64) >> shift) as u64
+}
+
 /// `EFER` bits.
 pub(crate) mod efer {
     /// SYSCALL enable.
@@ -209,6 +215,15 @@ mod tests {
         assert!(!efer_write_ok(0, 1 << 20, caps, false, true));
         let nolm = EferCaps { lm: false, ..caps };
         assert!(!efer_write_ok(0, efer::LME, nolm, false, true));
+    }
+
+    #[test]
+    fn canonical() {
+        assert_eq!(canonicalize(0x0000_8000_0000_0000, 48), 0xffff_8000_0000_0000);
+        assert_eq!(canonicalize(0x0000_8000_0000_0000, 57), 0x0000_8000_0000_0000);
+        assert_eq!(canonicalize(0x0100_0000_0000_0000, 57), 0xff00_0000_0000_0000);
+        assert_eq!(canonicalize(0x1234_5678, 48), 0x1234_5678);
+        assert_eq!(canonicalize(0xffff_ffff_ffff_f000, 48), 0xffff_ffff_ffff_f000);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::backend::{vector, Backend, EntryCtx, Event, Exit, VendorVcpu};
 use super::cpuid::{self, feature, CpuidEntry};
 use super::emulate::{self, ExecMode, MmioInsn, MmioOp};
 use super::ioc;
-use super::lapic::{self, Action, Delivered, HostTimer, Lapic, LapicConfig, VmFlags};
+use super::lapic::{self, Action, Delivered, HostTimer, Lapic, LapicConfig};
 use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
 use super::msrs::{self, *};
 use super::pio::{self, StringIo};
@@ -36,6 +36,7 @@ mod mp {
     pub(super) const INIT_RECEIVED: u32 = 2;
     pub(super) const HALTED: u32 = 3;
     pub(super) const SIPI_RECEIVED: u32 = 4;
+    pub(super) const AP_RESET_HOLD: u32 = 9;
 }
 
 /// CR0 bits.
@@ -209,16 +210,19 @@ pub(crate) struct X86Vcpu<B: Backend> {
     armed: HostTimer,
     tlb_gen_seen: u64,
     last_cpu: u32,
+    /// The last SIPI vector (C: `apic->sipi_vector`).
+    sipi_vector: u8,
+    /// User space has set a CPUID table.
+    cpuid_set: bool,
 }
 
 impl<B: Backend> X86Vcpu<B> {
     /// A vCPU in its power-on state (`kvm_arch_vcpu_create()` and
-    /// `kvm_vcpu_reset()`), with the supported CPUID table until user space
-    /// sets its own.
+    /// `kvm_vcpu_reset()`), with an empty CPUID table until user space sets
+    /// one (as in C: no feature is offered to a guest nobody described).
     pub(crate) fn new(vm: Arc<X86VmShared<B>>, shared: Arc<VcpuShared>) -> Result<Self> {
         let supported: &[CpuidEntry] = &vm.supported;
-        let mut cpuid = KVec::new();
-        cpuid.extend_from_slice(supported, GFP_KERNEL_ACCOUNT)?;
+        let cpuid = KVec::new();
         let supported_xcr0 = cpuid::find(supported, 0xd, 0)
             .map_or(0, |e| u64::from(e.eax) | u64::from(e.edx) << 32);
         let hw = vm.backend.create_vcpu()?;
@@ -265,6 +269,8 @@ impl<B: Backend> X86Vcpu<B> {
             armed: HostTimer::Off,
             tlb_gen_seen: 0,
             last_cpu: 0,
+            sipi_vector: 0,
+            cpuid_set: false,
         };
         // The guest TSC starts at 0 (C: `kvm_synchronize_tsc(vcpu, 0)`).
         v.set_tsc_offset(0u64.wrapping_sub(x86::rdtsc()));
@@ -529,6 +535,14 @@ impl<B: Backend> X86Vcpu<B> {
 
     /// Picks the event to inject at the next entry (C: `kvm_check_and_inject_events()`).
     fn inject_events(&mut self, ctx: &VcpuCtx<'_>) {
+        self.hw.set_tpr(self.lapic.cr8() as u8);
+        // An interrupt the TPR blocks: exit when the guest lowers CR8 below
+        // its class (an ISR-blocked one waits for the EOI write, which exits).
+        let threshold = match (self.irqchip(), self.lapic.highest_pending(), self.lapic.highest_irr()) {
+            (true, None, Some(v)) if u64::from(v >> 4) <= self.lapic.cr8() => Some(v >> 4),
+            _ => None,
+        };
+        self.hw.set_tpr_threshold(threshold);
         if let Some(ev) = self.reinject.take() {
             self.hw.inject(ev);
             return;
@@ -592,7 +606,7 @@ impl<B: Backend> X86Vcpu<B> {
             self.drain_posted();
             self.handle_init_sipi();
             match self.mp_state {
-                mp::HALTED if self.has_wake_event() => {
+                mp::HALTED | mp::AP_RESET_HOLD if self.has_wake_event() => {
                     self.mp_state = mp::RUNNABLE;
                     return Ok(());
                 }
@@ -620,6 +634,7 @@ impl<B: Backend> X86Vcpu<B> {
             self.mp_state = if bsp { mp::RUNNABLE } else { mp::INIT_RECEIVED };
         }
         if let Some(v) = self.lapic.take_sipi() {
+            self.sipi_vector = v;
             if self.mp_state == mp::INIT_RECEIVED {
                 let cs = KvmSegment {
                     selector: u16::from(v) << 8,
@@ -720,8 +735,10 @@ impl<B: Backend> X86Vcpu<B> {
             (feature::LAM, cr4::LAM_SUP),
         ];
         for (f, bit) in checks {
-            // Both the host (what kvm-rs offers) and the guest must have it.
-            if !cpuid::has(&self.vm.supported, f) || !self.has(f) {
+            // Both the host (what kvm-rs offers) and the guest must have
+            // it; the guest's CPUID counts once user space has set one (C:
+            // `cr4_guest_rsvd_bits` is computed by KVM_SET_CPUID2).
+            if !cpuid::has(&self.vm.supported, f) || (self.cpuid_set && !self.has(f)) {
                 r |= bit;
             }
         }
@@ -753,10 +770,10 @@ impl<B: Backend> X86Vcpu<B> {
         if !msrs::efer_write_ok(self.hw.efer(), s.efer, self.efer_caps(), false, true) {
             return Err(EINVAL);
         }
-        if self.irqchip() {
-            self.lapic.set_apic_base(s.apic_base, true).map_err(|_| EINVAL)?;
-            self.publish_apic();
-        }
+        // Checked even without an in-kernel LAPIC, whose model then only
+        // stores the value (C: `kvm_set_apic_base()`).
+        self.lapic.set_apic_base(s.apic_base, true).map_err(|_| EINVAL)?;
+        self.publish_apic();
         for seg in Seg::ALL {
             self.hw.set_seg(seg, s.seg(seg));
         }
@@ -767,7 +784,8 @@ impl<B: Backend> X86Vcpu<B> {
         self.hw.set_cr4(s.cr4);
         self.hw.set_cr0(s.cr0);
         self.hw.set_efer(s.efer);
-        if self.irqchip() {
+        // A CR8 with reserved bits is ignored, not refused (C).
+        if s.cr8 <= 15 {
             self.lapic.set_cr8(s.cr8);
         }
         // One pending external interrupt (without an in-kernel irqchip).
@@ -853,7 +871,26 @@ impl<B: Backend> X86Vcpu<B> {
     }
 
     /// `kvm_set_msr_common()` and the backend's.
-    fn set_msr(&mut self, index: u32, value: u64, host: bool) -> core::result::Result<(), MsrErr> {
+    fn set_msr(&mut self, index: u32, mut value: u64, host: bool) -> core::result::Result<(), MsrErr> {
+        match index {
+            // Linear addresses: canonical for the widest address KVM
+            // offers, whatever CR4.LA57 says, as on hardware (C:
+            // `is_noncanonical_msr_address()`).
+            MSR_FS_BASE | MSR_GS_BASE | MSR_KERNEL_GS_BASE | MSR_CSTAR | MSR_LSTAR => {
+                let bits = if cpuid::has(&self.vm.supported, feature::LA57) { 57 } else { 48 };
+                if msrs::canonicalize(value, bits) != value {
+                    return Err(MsrErr::Invalid);
+                }
+            }
+            // AMD ignores their upper half and Intel faults: made canonical
+            // for the current paging depth so that either vendor's entry
+            // takes the value.
+            MSR_IA32_SYSENTER_ESP | MSR_IA32_SYSENTER_EIP => {
+                let bits = if self.hw.cr4() & cr4::LA57 != 0 { 57 } else { 48 };
+                value = msrs::canonicalize(value, bits);
+            }
+            _ => {}
+        }
         if let Some(r) = self.hw.set_msr(index, value) {
             return r.map_err(|()| MsrErr::Invalid);
         }
@@ -900,12 +937,8 @@ impl<B: Backend> X86Vcpu<B> {
                 }
             }
             MSR_IA32_APICBASE => {
-                if self.irqchip() {
-                    self.lapic.set_apic_base(value, host).map_err(|_| ())?;
-                    self.publish_apic();
-                } else {
-                    return Err(());
-                }
+                self.lapic.set_apic_base(value, host).map_err(|_| ())?;
+                self.publish_apic();
             }
             MSR_IA32_MISC_ENABLE => {
                 self.misc_enable = msrs::misc_enable_write(self.misc_enable, value, host).ok_or(())?;
@@ -975,13 +1008,10 @@ impl<B: Backend> X86Vcpu<B> {
                 d.copy_from_slice(&e[8..16]);
                 self.set_msr(index, u64::from_ne_bytes(d), true).is_ok()
             } else {
-                match self.get_msr(index, true) {
-                    Ok(v) => {
-                        e[8..16].copy_from_slice(&v.to_ne_bytes());
-                        true
-                    }
-                    Err(_) => false,
-                }
+                // The entry that fails reads as 0 (C clears it).
+                let r = self.get_msr(index, true);
+                e[8..16].copy_from_slice(&r.unwrap_or(0).to_ne_bytes());
+                r.is_ok()
             };
             if !ok {
                 break;
@@ -1023,9 +1053,11 @@ impl<B: Backend> X86Vcpu<B> {
                     cpuid::apply_runtime(&self.cpuid, b.function, b.index, &mut rb, &st);
                     (a.function, a.index, a.flags) == (b.function, b.index, b.flags) && ra == rb
                 });
-            return if same { Ok(0) } else { Err(EBUSY) };
+            // EINVAL as in 6.12 (later kernels answer EBUSY).
+            return if same { Ok(0) } else { Err(EINVAL) };
         }
         self.cpuid = entries;
+        self.cpuid_set = true;
         self.update_lapic_caps();
         // XCR0 must stay within what the new table allows.
         if !self.xcr0_valid(self.xcr0) {
@@ -1144,9 +1176,10 @@ impl<B: Backend> X86Vcpu<B> {
         if e.flags & !(1 | 2 | 4 | 8 | 16 | 32) != 0 {
             return Err(EINVAL);
         }
-        // KVM_CAP_EXCEPTION_PAYLOAD is not offered: the payload flag is
-        // refused and `exception.pending` ignored, as the C KVM does then.
-        if e.flags & 16 != 0 {
+        // KVM_CAP_EXCEPTION_PAYLOAD and KVM_CAP_X86_TRIPLE_FAULT_EVENT are
+        // not offered: their flags are refused and `exception.pending`
+        // ignored, as the C KVM does then.
+        if e.flags & (16 | 32) != 0 {
             return Err(EINVAL);
         }
         let mut e = *e;
@@ -1176,6 +1209,9 @@ impl<B: Backend> X86Vcpu<B> {
         }
         if e.flags & 1 != 0 {
             self.nmi_pending = e.nmi_pending != 0;
+        }
+        if e.flags & 2 != 0 && self.irqchip() {
+            self.sipi_vector = e.sipi_vector as u8;
         }
         Ok(())
     }
@@ -1274,6 +1310,13 @@ impl<B: Backend> X86Vcpu<B> {
                 }
                 r
             };
+            // CR8 writes do not exit: the guest's TPR comes back from the
+            // hardware (C: `sync_cr8_to_lapic()`).
+            let cr8 = u64::from(self.hw.tpr());
+            if cr8 != self.lapic.cr8() {
+                self.lapic.set_cr8(cr8);
+                self.publish_apic();
+            }
             self.reinject = self.hw.interrupted_event();
             match self.handle_exit(ctx, exit, next)? {
                 Flow::Resume => continue,
@@ -1282,9 +1325,15 @@ impl<B: Backend> X86Vcpu<B> {
         }
     }
 
-    /// An entry was abandoned after an event was programmed: keep it for the
-    /// next attempt.
-    fn undo_injection(&mut self) {}
+    /// An entry was abandoned after an event was programmed: take it back
+    /// from the hardware and inject it first on the next attempt, so that a
+    /// pending exception programmed meanwhile cannot overwrite it.
+    fn undo_injection(&mut self) {
+        if let Some(ev) = self.hw.take_injected() {
+            debug_assert!(self.reinject.is_none());
+            self.reinject = Some(ev);
+        }
+    }
 
     /// Skips the instruction that exited: to `next` if the hardware told, else
     /// past the instruction decoded at RIP (no NRIPS under emulation).
@@ -2037,6 +2086,19 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
         } else {
             Ok(())
         };
+        // Without an in-kernel LAPIC, user space owns the TPR and passes it
+        // in `kvm_run->cr8` (C: `kvm_set_cr8()` at KVM_RUN).
+        let r = r.and_then(|()| {
+            if self.irqchip() {
+                return Ok(());
+            }
+            let cr8 = ctx.run.read_u64(run::CR8);
+            if cr8 > 15 {
+                return Err(EINVAL);
+            }
+            self.lapic.set_cr8(cr8);
+            Ok(())
+        });
         let r = r.and_then(|()| {
             self.fpu.swap_in();
             let r = self.run_loop(ctx);
@@ -2074,15 +2136,35 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
             ioc::KVM_GET_CPUID2 => self.get_cpuid2(arg),
             ioc::KVM_GET_MSRS => self.msrs_ioctl(arg, false),
             ioc::KVM_SET_MSRS => self.msrs_ioctl(arg, true),
-            ioc::KVM_GET_MP_STATE => write_arg(arg, &self.mp_state.to_ne_bytes()),
+            ioc::KVM_GET_MP_STATE => {
+                // Latched INIT and SIPI take effect first (C:
+                // `kvm_apic_accept_events()`).
+                if self.irqchip() {
+                    self.drain_posted();
+                    self.handle_init_sipi();
+                }
+                write_arg(arg, &self.mp_state.to_ne_bytes())
+            }
             ioc::KVM_SET_MP_STATE => {
                 let s = u32::from_ne_bytes(read_arg(arg)?);
                 match s {
                     mp::RUNNABLE => {}
-                    mp::UNINITIALIZED | mp::INIT_RECEIVED | mp::HALTED | mp::SIPI_RECEIVED if self.irqchip() => {}
+                    mp::UNINITIALIZED
+                    | mp::INIT_RECEIVED
+                    | mp::HALTED
+                    | mp::SIPI_RECEIVED
+                    | mp::AP_RESET_HOLD
+                        if self.irqchip() => {}
                     _ => return Err(EINVAL),
                 }
-                self.mp_state = if s == mp::SIPI_RECEIVED { mp::INIT_RECEIVED } else { s };
+                if s == mp::SIPI_RECEIVED {
+                    // Waiting for SIPI with one latched, to the last vector
+                    // the LAPIC received or user space set.
+                    self.mp_state = mp::INIT_RECEIVED;
+                    self.lapic.latch_sipi(self.sipi_vector);
+                } else {
+                    self.mp_state = s;
+                }
                 Ok(0)
             }
             ioc::KVM_GET_XSAVE => self.get_xsave(arg, KVM_XSAVE_SIZE),

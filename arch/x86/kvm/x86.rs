@@ -147,8 +147,6 @@ pub(crate) mod ioc {
     pub(crate) const KVM_SET_LAPIC: u32 = iow(0x8f, 1024);
     /// `KVM_SET_NR_MMU_PAGES`.
     pub(crate) const KVM_SET_NR_MMU_PAGES: u32 = io(0x44);
-    /// `KVM_GET_NR_MMU_PAGES`.
-    pub(crate) const KVM_GET_NR_MMU_PAGES: u32 = io(0x45);
 
     /// `KVM_CAP_IRQCHIP`.
     pub(crate) const KVM_CAP_IRQCHIP: i64 = 0;
@@ -790,7 +788,7 @@ pub(crate) struct X86Vm<B: Backend> {
 }
 
 impl<B: Backend> ArchVm for X86Vm<B> {
-    fn ioctl(&self, _vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(&self, vm: &Vm, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             ioc::KVM_CREATE_IRQCHIP => {
                 // Only before the first vCPU, and once (C: -EEXIST, -EINVAL).
@@ -842,12 +840,21 @@ impl<B: Backend> ArchVm for X86Vm<B> {
                 self.shared.nr_mmu_pages.store(arg as u64, Ordering::Relaxed);
                 Ok(0)
             }
-            ioc::KVM_GET_NR_MMU_PAGES => Ok(self.shared.nr_mmu_pages.load(Ordering::Relaxed) as isize),
+            // KVM_GET_NR_MMU_PAGES is gone from the C KVM: ENOTTY below.
             msr_filter::KVM_X86_SET_MSR_FILTER => self.shared.set_msr_filter(arg),
             // The TSS and identity-map pages are only needed by VMX without
-            // unrestricted guest; accepted and ignored, as kvm-amd does.
-            ioc::KVM_SET_TSS_ADDR => Ok(0),
+            // unrestricted guest; checked as in C, then ignored, as kvm-amd
+            // does (the three TSS pages must end below 4 GiB).
+            ioc::KVM_SET_TSS_ADDR => {
+                if arg as u64 > 0xffff_d000 {
+                    return Err(EINVAL);
+                }
+                Ok(0)
+            }
             ioc::KVM_SET_IDENTITY_MAP_ADDR => {
+                if vm.created_vcpus() != 0 {
+                    return Err(EINVAL);
+                }
                 let mut b = [0u8; 8];
                 UserSlice::new(arg, 8).reader().read_slice(&mut b)?;
                 Ok(0)

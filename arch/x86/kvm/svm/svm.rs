@@ -271,6 +271,10 @@ pub(crate) struct SvmVcpu {
     dr7: u64,
     /// An NMI was injected and the guest has not executed IRET yet.
     nmi_masked: bool,
+    /// An interrupt window was asked for.
+    window: bool,
+    /// Exit once V_TPR drops below this priority class.
+    tpr_threshold: Option<u8>,
 }
 
 /// Converts between KVM's segment form and the VMCB's.
@@ -450,6 +454,8 @@ impl Backend for Svm {
             asid_gen: 0,
             dr7: 0x400,
             nmi_masked: false,
+            window: false,
+            tpr_threshold: None,
         };
         let c = &mut v.vmcb.control;
         for i in INTERCEPTS {
@@ -537,6 +543,8 @@ impl VendorVcpu for SvmVcpu {
         c.intercepts.clear(Intercept::Iret);
         self.dr7 = 0x400;
         self.nmi_masked = false;
+        self.window = false;
+        self.tpr_threshold = None;
     }
 
     fn seg(&self, s: Seg) -> KvmSegment {
@@ -676,14 +684,9 @@ impl VendorVcpu for SvmVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> Option<core::result::Result<(), ()>> {
-        let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
+        // Canonical checks were made by common code.
         let s = &mut self.vmcb.save;
         let ok = match index {
-            0xc000_0100 | 0xc000_0101 | 0xc000_0102 | 0xc000_0082 | 0xc000_0083 | 0x175 | 0x176
-                if !canonical(value) =>
-            {
-                false
-            }
             0xc000_0100 => {
                 s.fs.base = value;
                 true
@@ -770,25 +773,13 @@ impl VendorVcpu for SvmVcpu {
         self.vmcb.control.event_inj = inj;
     }
 
+    fn take_injected(&mut self) -> Option<Event> {
+        let inj = core::mem::take(&mut self.vmcb.control.event_inj);
+        decode_event(inj, self.vmcb.control.event_inj_err, true)
+    }
+
     fn interrupted_event(&self) -> Option<Event> {
-        let info = self.vmcb.control.exit_int_info;
-        if info & EV_VALID == 0 {
-            return None;
-        }
-        let vector = (info & 0xff) as u8;
-        match (info >> EV_TYPE_SHIFT) & 7 {
-            EV_TYPE_INTR => Some(Event::Interrupt { vector, soft: false }),
-            EV_TYPE_NMI => Some(Event::Nmi),
-            // #BP and #OF come from INT3/INTO: without NRIPS the instruction
-            // is executed again rather than the exception re-injected.
-            EV_TYPE_EXCEPTION if vector == 3 || vector == 4 => None,
-            EV_TYPE_EXCEPTION => Some(Event::Exception {
-                vector,
-                error_code: (info & EV_ERR_VALID != 0).then_some(self.vmcb.control.exit_int_info_err),
-            }),
-            // INTn: executed again (RIP still points at it).
-            _ => None,
-        }
+        decode_event(self.vmcb.control.exit_int_info, self.vmcb.control.exit_int_info_err, false)
     }
 
     fn interrupt_allowed(&self) -> bool {
@@ -802,16 +793,23 @@ impl VendorVcpu for SvmVcpu {
     }
 
     fn set_interrupt_window(&mut self, on: bool) {
+        self.window = on;
+        self.update_vintr();
+    }
+
+    fn tpr(&self) -> u8 {
+        (self.vmcb.control.int_ctl & V_TPR_MASK) as u8
+    }
+
+    fn set_tpr(&mut self, cr8: u8) {
         let c = &mut self.vmcb.control;
-        if on {
-            // A dummy virtual interrupt that the guest can always take once
-            // it enables interrupts; its delivery is intercepted (C: `svm_set_vintr()`).
-            c.int_ctl |= V_IRQ | V_IGN_TPR | (0xf << V_INTR_PRIO_SHIFT);
-            c.int_vector = 0;
-            c.intercepts.set(Intercept::Vintr);
-        } else {
-            c.int_ctl &= !(V_IRQ | V_IGN_TPR | (0xf << V_INTR_PRIO_SHIFT) | V_TPR_MASK);
-            c.intercepts.clear(Intercept::Vintr);
+        c.int_ctl = (c.int_ctl & !V_TPR_MASK) | (u32::from(cr8) & V_TPR_MASK);
+    }
+
+    fn set_tpr_threshold(&mut self, class: Option<u8>) {
+        if self.tpr_threshold != class {
+            self.tpr_threshold = class;
+            self.update_vintr();
         }
     }
 
@@ -871,9 +869,64 @@ impl VendorVcpu for SvmVcpu {
                 self.nmi_masked = false;
                 self.vmcb.control.intercepts.clear(Intercept::Iret);
             } else {
-                self.set_interrupt_window(false);
+                // The window opened or the TPR dropped: common code looks
+                // again before the next entry.
+                self.window = false;
+                self.tpr_threshold = None;
+                self.update_vintr();
             }
         }
         (exit, next)
+    }
+}
+
+/// An EVENTINJ or EXITINTINFO value as an [`Event`] (APM 15.20). For
+/// EXITINTINFO (`programmed` false), #BP/#OF and INTn are left to the guest to
+/// raise again by executing the instruction (RIP still points at it, as no
+/// NRIPS gives the next one); a programmed injection is taken back as is.
+fn decode_event(info: u32, err: u32, programmed: bool) -> Option<Event> {
+    if info & EV_VALID == 0 {
+        return None;
+    }
+    let vector = (info & 0xff) as u8;
+    match (info >> EV_TYPE_SHIFT) & 7 {
+        EV_TYPE_INTR => Some(Event::Interrupt { vector, soft: false }),
+        EV_TYPE_NMI => Some(Event::Nmi),
+        // #BP and #OF come from INT3/INTO: without NRIPS the instruction
+        // is executed again rather than the exception re-injected.
+        EV_TYPE_EXCEPTION if !programmed && (vector == 3 || vector == 4) => None,
+        EV_TYPE_EXCEPTION => Some(Event::Exception {
+            vector,
+            error_code: (info & EV_ERR_VALID != 0).then_some(err),
+        }),
+        EV_TYPE_SOFT if programmed => Some(Event::Interrupt { vector, soft: true }),
+        // INTn: executed again (RIP still points at it).
+        _ => None,
+    }
+}
+
+impl SvmVcpu {
+    /// Programs the dummy virtual interrupt that makes the guest exit (VINTR
+    /// intercept) when it could take an interrupt. Taken when RFLAGS.IF is
+    /// set and, unless V_IGN_TPR, when V_INTR_PRIO > V_TPR (APM vol. 2,
+    /// 15.21.4): so the same interrupt serves as interrupt window (C:
+    /// `svm_set_vintr()`) and as "TPR lowered below the class of a pending
+    /// interrupt" without intercepting CR8 writes.
+    fn update_vintr(&mut self) {
+        let c = &mut self.vmcb.control;
+        c.int_ctl &= !(V_IRQ | V_IGN_TPR | (0xf << V_INTR_PRIO_SHIFT));
+        c.int_vector = 0;
+        let prio = if self.window {
+            c.int_ctl |= V_IGN_TPR;
+            Some(0xf)
+        } else {
+            self.tpr_threshold
+        };
+        if let Some(p) = prio {
+            c.int_ctl |= V_IRQ | (u32::from(p & 0xf) << V_INTR_PRIO_SHIFT);
+            c.intercepts.set(Intercept::Vintr);
+        } else {
+            c.intercepts.clear(Intercept::Vintr);
+        }
     }
 }
