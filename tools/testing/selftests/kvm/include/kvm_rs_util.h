@@ -12,29 +12,49 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/klog.h>
 #include <unistd.h>
 
+#include <linux/kvm.h>
+
 /*
- * The C KVM is kvm.ko plus a vendor module; kvm-rs is one module named kvm.
- * Tests use this only where kvm-rs differs from the C KVM on purpose, and say
- * why at the place they use it.
+ * Which KVM answers /dev/kvm. Tests use this only where kvm-rs differs from
+ * the C KVM on purpose, and say why at the place they use it. The module
+ * names do not tell (kvm-rs loads a kvm_amd.ko too, for its parameters), so
+ * ask the ABI: only kvm-rs knows KVM_CAP_KVMRS_PCI_HOLE
+ * (include/uapi/linux/kvm_rs.h), which the C KVM answers with 0.
  */
+#define KVM_RS_CAP_PCI_HOLE	0x4b520001
+
+static inline bool kvm_rs_is_kvm_rs(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	bool rs;
+
+	if (fd < 0)
+		return false;
+	rs = ioctl(fd, KVM_CHECK_EXTENSION, KVM_RS_CAP_PCI_HOLE) > 0;
+	close(fd);
+	return rs;
+}
+
 static inline bool kvm_rs_is_c_kvm(void)
 {
-	return access("/sys/module/kvm_amd", F_OK) == 0 ||
-	       access("/sys/module/kvm_intel", F_OK) == 0;
+	return access("/sys/module/kvm", F_OK) == 0 && !kvm_rs_is_kvm_rs();
 }
 
 static inline const char *kvm_rs_kvm_name(void)
 {
+	if (access("/sys/module/kvm", F_OK) != 0)
+		return "no KVM module";
+	if (kvm_rs_is_kvm_rs())
+		return "kvm-rs (module kvm)";
 	if (access("/sys/module/kvm_amd", F_OK) == 0)
 		return "the C KVM (kvm + kvm_amd)";
 	if (access("/sys/module/kvm_intel", F_OK) == 0)
 		return "the C KVM (kvm + kvm_intel)";
-	if (access("/sys/module/kvm", F_OK) == 0)
-		return "kvm-rs (module kvm, no vendor module)";
-	return "no KVM module";
+	return "the C KVM (kvm, no vendor module)";
 }
 
 /* The kernel log (malloc'd, NUL-terminated), or NULL. */
