@@ -57,6 +57,23 @@ pub(crate) mod vector {
     pub(crate) const MC: u8 = 18;
 }
 
+/// A control-register access the backend intercepted (VMX exits on writes
+/// to the CR0/CR4 bits KVM owns and on every CR8 access).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CrOp {
+    /// MOV to CRn from this general-purpose register.
+    MovTo(u8),
+    /// MOV from CRn to this general-purpose register.
+    MovFrom(u8),
+    /// MOV to CRn, the source register not reported by the hardware (SVM
+    /// without decode assists): decoded from the instruction at RIP.
+    MovToUndecoded,
+    /// CLTS.
+    Clts,
+    /// LMSW with this source operand.
+    Lmsw(u16),
+}
+
 /// Why the guest exited, decoded by the backend.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Exit {
@@ -137,6 +154,13 @@ pub(crate) enum Exit {
         write: bool,
         /// The general-purpose register, when the hardware decoded it.
         gpr: Option<u8>,
+    },
+    /// A control-register access.
+    CrAccess {
+        /// CR number (0 for CLTS and LMSW).
+        cr: u8,
+        /// What the instruction does.
+        op: CrOp,
     },
     /// Task switch through a gate or JMP/CALL to a TSS: not emulated.
     TaskSwitch,
@@ -268,11 +292,20 @@ pub(crate) trait VendorVcpu: Send {
     fn tpr(&self) -> u8;
     /// Loads the guest's CR8 (0-15) before an entry.
     fn set_tpr(&mut self, cr8: u8);
-    /// Asks for an [`Exit::InterruptWindow`] once the guest lowers its CR8
-    /// below `class`, the priority class of an interrupt its TPR now blocks
-    /// (`None`: stop asking). C: `update_cr8_intercept()`, a TPR threshold
-    /// on VMX.
+    /// An interrupt of priority class `class` is pending but blocked by the
+    /// TPR (`None`: none is): the guest must exit when it lowers its CR8
+    /// below `class`, through an intercepted CR8 write ([`Exit::CrAccess`])
+    /// or a TPR-threshold exit. C: `update_cr8_intercept()`.
     fn set_tpr_threshold(&mut self, class: Option<u8>);
+
+    /// `KVM_RUN` starts: host state the backend keeps across entries may
+    /// have changed since the last `KVM_RUN` (kvm-rs has no preempt
+    /// notifiers; this and a change of CPU are the "vCPU load" points).
+    fn vcpu_load(&mut self) {}
+
+    /// Called before each entry with interrupts enabled: the backend may
+    /// prepare what needs them (VMX: VMCLEAR of its VMCS on another CPU).
+    fn prepare_entry(&mut self) {}
 
     /// Enters the guest with interrupts off and returns the decoded exit.
     /// `gprs` are the guest's GPRs (RAX and RSP included), `rip` its RIP.

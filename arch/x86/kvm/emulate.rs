@@ -969,6 +969,38 @@ pub(crate) fn string_advance(regs: &mut [u64; 16], insn: &MmioInsn, df: bool) ->
     truncate(regs[Gpr::RCX.index()], insn.addr_size) == 0
 }
 
+/// A MOV to or from a control register (0F 22 / 0F 20), as decoded from the
+/// instruction bytes when the hardware did not say which register is the
+/// operand (SVM without decode assists).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MovCr {
+    /// The control register: ModRM.reg extended by REX.R; AMD's LOCK prefix
+    /// (AltMovCr8) turns CR0 into CR8.
+    pub(crate) cr: u8,
+    /// The general-purpose register: ModRM.rm extended by REX.B (mod is
+    /// ignored: the operand is always a register).
+    pub(crate) gpr: u8,
+    /// MOV to CRn (0F 22), else from it.
+    pub(crate) to_cr: bool,
+    /// Instruction length.
+    pub(crate) len: usize,
+}
+
+/// Decodes `bytes` as MOV to/from CRn; `None` if it is another instruction.
+pub(crate) fn decode_mov_cr(bytes: &[u8], mode: ExecMode) -> Option<MovCr> {
+    let i = decode_insn(bytes, mode).ok()?;
+    if i.map != OpcodeMap::Map0F || !(i.opcode == 0x20 || i.opcode == 0x22) {
+        return None;
+    }
+    let m = i.modrm?;
+    let mut cr = i.modrm_reg()?;
+    if i.prefixes.lock && cr == 0 {
+        cr = 8;
+    }
+    let gpr = (m & 7) | if i.prefixes.rex_b() { 8 } else { 0 };
+    Some(MovCr { cr, gpr, to_cr: i.opcode == 0x22, len: i.len })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1130,6 +1162,21 @@ c2 02 00, cd 10, cf, c4 07, c5 37, 0f 20 c0, 0f 22 c0, 0f 01 17, 0f 01 1c, 0f 01
             }
         }
         all.len()
+    }
+
+    #[test]
+    fn mov_cr() {
+        let d = |s: &str, m| decode_mov_cr(&hex(s), m);
+        // mov %rax,%cr8 (REX.R), mov %rcx,%cr0, mov %cr8,%r9.
+        assert_eq!(d("44 0f 22 c0", L64), Some(MovCr { cr: 8, gpr: 0, to_cr: true, len: 4 }));
+        assert_eq!(d("0f 22 c1", P32), Some(MovCr { cr: 0, gpr: 1, to_cr: true, len: 3 }));
+        assert_eq!(d("45 0f 20 c1", L64), Some(MovCr { cr: 8, gpr: 9, to_cr: false, len: 4 }));
+        // AltMovCr8: lock mov %eax,%cr0 is CR8; mod is ignored.
+        assert_eq!(d("f0 0f 22 c0", P32), Some(MovCr { cr: 8, gpr: 0, to_cr: true, len: 4 }));
+        assert_eq!(d("0f 22 05", P32), Some(MovCr { cr: 0, gpr: 5, to_cr: true, len: 3 }));
+        assert_eq!(d("0f 23 c0", L64), None);
+        assert_eq!(d("89 c0", L64), None);
+        assert_eq!(d("", L64), None);
     }
 
     #[test]

@@ -77,6 +77,14 @@ impl StringIo {
         }
     }
 
+    /// The offset of item `i` of a block whose first item is at `index`, in
+    /// the order the instruction moves them (down with DF set).
+    pub(crate) fn item_offset(&self, index: u64, i: u32) -> u64 {
+        let delta = u64::from(i) * u64::from(self.size);
+        let off = if self.df { index.wrapping_sub(delta) } else { index.wrapping_add(delta) };
+        off & self.mask()
+    }
+
     /// The lowest address of a block of `count` items whose first item is at
     /// `index` (rSI or rDI): the block runs down from it with DF set.
     pub(crate) fn block_start(&self, index: u64, count: u32) -> u64 {
@@ -128,6 +136,16 @@ impl StringIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_offsets() {
+        let up = StringIo { size: 2, addr_size: 2, rep: true, df: false };
+        assert_eq!(up.item_offset(0xfffe, 0), 0xfffe);
+        assert_eq!(up.item_offset(0xfffe, 1), 0);
+        let down = StringIo { size: 4, addr_size: 8, rep: true, df: true };
+        assert_eq!(down.item_offset(0x1000, 2), 0xff8);
+        assert_eq!(down.block_start(0x1000, 3), down.item_offset(0x1000, 2));
+    }
 
     #[test]
     fn in_results() {

@@ -5,7 +5,7 @@
 //! and the handling of every exit the backends decode, the same for SVM and
 //! VMX.
 
-use super::backend::{vector, Backend, EntryCtx, Event, Exit, VendorVcpu};
+use super::backend::{vector, Backend, CrOp, EntryCtx, Event, Exit, VendorVcpu};
 use super::cpuid::{self, feature, CpuidEntry};
 use super::emulate::{self, ExecMode, MmioInsn, MmioOp};
 use super::ioc;
@@ -124,6 +124,9 @@ struct PendingIo {
     string: bool,
     /// Items transferred by this exit.
     count: u32,
+    /// INS of one item into memory that is not RAM (MMIO, a PCI hole, a
+    /// read-only slot): its guest-physical address, written as MMIO.
+    mmio_dest: Option<u64>,
     /// Where RIP goes once the instruction completes.
     next_rip: u64,
 }
@@ -1264,6 +1267,7 @@ impl<B: Backend> X86Vcpu<B> {
             }
             kernel::smp::cond_resched();
             self.inject_events(ctx);
+            self.hw.prepare_entry();
             let (exit, next) = {
                 let irq = IrqDisabled::new();
                 let cpu = irq.cpu();
@@ -1485,6 +1489,7 @@ impl<B: Backend> X86Vcpu<B> {
                 Flow::Resume
             }
             Exit::DrAccess { dr, write, gpr } => self.handle_dr(ctx, dr, write, gpr, next),
+            Exit::CrAccess { cr, op } => self.handle_cr(ctx, cr, op, next),
             Exit::TaskSwitch => self.emulation_failure(ctx),
             Exit::FailedEntry { reason } => {
                 ctx.run.write_u32(run::EXIT_REASON, exit::FAIL_ENTRY);
@@ -1562,6 +1567,116 @@ impl<B: Backend> X86Vcpu<B> {
         }
         self.rip = m.next_rip;
         self.hw.set_interrupt_shadow(false);
+    }
+
+    /// A control-register access the backend intercepted (C: `handle_cr()`
+    /// of vmx.c with `kvm_set_cr0()`, `kvm_set_cr4()`, `kvm_set_cr8()`):
+    /// checked as the hardware would, then applied; #GP if not allowed.
+    fn handle_cr(&mut self, ctx: &VcpuCtx<'_>, cr: u8, op: CrOp, next: Option<u64>) -> Flow {
+        let (op, next) = match op {
+            CrOp::MovToUndecoded => {
+                // Find the source register in the instruction at RIP.
+                let mode = self.exec_mode();
+                match self.fetch_insn(ctx.vm).and_then(|(b, n)| emulate::decode_mov_cr(&b[..n], mode)) {
+                    Some(m) if m.to_cr && m.cr == cr => (CrOp::MovTo(m.gpr), Some(self.rip.wrapping_add(m.len as u64))),
+                    _ => return self.emulation_failure(ctx),
+                }
+            }
+            op => (op, next),
+        };
+        let wide = self.exec_mode() == ExecMode::Long64;
+        let narrow = |v: u64| if wide { v } else { v & 0xffff_ffff };
+        let ok = match op {
+            CrOp::MovTo(gpr) => {
+                let v = narrow(self.gprs[usize::from(gpr & 15)]);
+                match cr {
+                    0 => self.set_cr0_checked(v),
+                    3 => {
+                        self.hw.set_cr3(v);
+                        true
+                    }
+                    4 => self.set_cr4_checked(v),
+                    8 if v >> 4 == 0 => {
+                        self.lapic.set_cr8(v);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            CrOp::MovFrom(gpr) => {
+                let v = match cr {
+                    0 => self.hw.cr0(),
+                    3 => self.hw.cr3(),
+                    4 => self.hw.cr4(),
+                    8 => self.lapic.cr8(),
+                    _ => {
+                        self.ud();
+                        return Flow::Resume;
+                    }
+                };
+                self.gprs[usize::from(gpr & 15)] = narrow(v);
+                true
+            }
+            CrOp::Clts => {
+                let v = self.hw.cr0() & !(1 << 3);
+                self.hw.set_cr0(v);
+                true
+            }
+            CrOp::MovToUndecoded => false,
+            CrOp::Lmsw(src) => {
+                // LMSW loads CR0 bits 3:0 and can set PE but not clear it.
+                let old = self.hw.cr0();
+                self.set_cr0_checked((old & !0xf) | u64::from(src & 0xf) | (old & cr0::PE))
+            }
+        };
+        if ok {
+            self.skip(ctx, next)
+        } else {
+            self.gp();
+            Flow::Resume
+        }
+    }
+
+    /// `kvm_set_cr0()`: `false` is #GP.
+    fn set_cr0_checked(&mut self, v: u64) -> bool {
+        const KNOWN: u64 = 0x3f | (1 << 16) | (1 << 18) | (7 << 29);
+        if !Self::cr0_valid(v) {
+            return false;
+        }
+        // ET is hardwired to 1; writes to reserved bits are ignored.
+        let v = (v | (1 << 4)) & KNOWN;
+        let old = self.hw.cr0();
+        let efer = self.hw.efer();
+        if efer & efer::LME != 0 && old & cr0::PG == 0 && v & cr0::PG != 0 {
+            // Entering long mode needs PAE and a CS that is not 64-bit yet.
+            if self.hw.cr4() & cr4::PAE == 0 || self.hw.seg(Seg::Cs).l != 0 {
+                return false;
+            }
+        }
+        if v & cr0::PG == 0 && (self.exec_mode() == ExecMode::Long64 || self.hw.cr4() & cr4::PCIDE != 0) {
+            return false;
+        }
+        self.hw.set_cr0(v);
+        true
+    }
+
+    /// `kvm_set_cr4()`: `false` is #GP.
+    fn set_cr4_checked(&mut self, v: u64) -> bool {
+        let old = self.hw.cr4();
+        if v & self.cr4_reserved() != 0 {
+            return false;
+        }
+        if self.hw.efer() & efer::LMA != 0 {
+            if v & cr4::PAE == 0 || (v ^ old) & cr4::LA57 != 0 {
+                return false;
+            }
+        }
+        // PCIDE only in long mode, with CR3[11:0] = 0.
+        if v & cr4::PCIDE != 0 && old & cr4::PCIDE == 0 && (self.hw.cr3() & 0xfff != 0 || self.hw.efer() & efer::LMA == 0) {
+            return false;
+        }
+        self.hw.set_cr4(v);
+        true
     }
 
     /// MOV to/from DRn: the registers are emulated (C: `dr_interception()`).
@@ -1644,6 +1759,7 @@ impl<B: Backend> X86Vcpu<B> {
         }
         let sio = StringIo { size, addr_size, rep, df: self.hw.rflags() & RFLAGS_DF != 0 };
         let mut count = 1u32;
+        let mut mmio_dest = None;
         if string {
             count = match sio.batch(self.gprs[gpr::RCX]) {
                 Some(n) => n,
@@ -1652,12 +1768,34 @@ impl<B: Backend> X86Vcpu<B> {
                     return Ok(Flow::Resume);
                 }
             };
+            // INS writes ES:rDI; OUTS reads DS:rSI (or the override).
+            let (seg, index) = if input {
+                (Seg::Es, self.gprs[gpr::RDI])
+            } else {
+                (seg.unwrap_or_else(|| self.outs_segment(ctx.vm)), self.gprs[gpr::RSI])
+            };
+            // The batch stops where guest RAM does; an item outside it goes
+            // alone, through the MMIO path.
+            match self.string_ram_items(ctx.vm, &sio, seg, index, count, input) {
+                Some(0) if input => {
+                    let va = self.linear(seg, index);
+                    match self.translate(ctx.vm, va, true, false) {
+                        Ok(gpa) if (gpa & 0xfff) + u64::from(size) <= 0x1000 => {
+                            count = 1;
+                            mmio_dest = Some(gpa);
+                        }
+                        _ => return Ok(self.emulation_failure(ctx)),
+                    }
+                }
+                // OUTS from MMIO would need an MMIO read exit first: not
+                // emulated (KVM_EXIT_INTERNAL_ERROR, as for other MMIO
+                // instructions kvm-rs does not emulate).
+                Some(0) => return Ok(self.emulation_failure(ctx)),
+                Some(n) => count = n,
+                // The first item faults: the copy below raises the fault.
+                None => {}
+            }
             if !input {
-                // OUTS reads DS:rSI (or the override) now.
-                let seg = match seg {
-                    Some(s) => s,
-                    None => self.outs_segment(ctx.vm),
-                };
                 let bytes = count as usize * usize::from(size);
                 // A page-sized bounce buffer kept with the vCPU, off the stack.
                 let mut buf = core::mem::take(&mut self.io_buf);
@@ -1690,7 +1828,7 @@ impl<B: Backend> X86Vcpu<B> {
         ctx.run.write_u32(run::IO_COUNT, count);
         ctx.run.write_u64(run::IO_DATA_OFFSET, (uapi::KVM_PIO_PAGE_OFFSET * 4096) as u64);
         if input {
-            self.pending_io = Some(PendingIo { sio, string, count, next_rip });
+            self.pending_io = Some(PendingIo { sio, string, count, mmio_dest, next_rip });
         } else if !string || sio.advance(&mut self.gprs, count, true) {
             // OUT and OUTS are done once the data is out (C:
             // `complete_fast_pio_out()` only moves RIP).
@@ -1762,6 +1900,17 @@ impl<B: Backend> X86Vcpu<B> {
             self.rip = io.next_rip;
             return Ok(Flow::Resume);
         }
+        if let Some(gpa) = io.mmio_dest {
+            // One item into MMIO: written like a guest store, complete once
+            // it leaves (C: the emulator's MMIO write after the IN).
+            let mut data = [0u8; 4];
+            let len = usize::from(size).min(4);
+            ctx.pio.read_bytes(0, &mut data[..len]);
+            if io.sio.advance(&mut self.gprs, 1, false) {
+                self.rip = io.next_rip;
+            }
+            return Ok(self.mmio_store(ctx, gpa, &data[..len]));
+        }
         let bytes = want as usize * usize::from(size);
         let mut buf = core::mem::take(&mut self.io_buf);
         ctx.pio.read_bytes(0, &mut buf[..bytes]);
@@ -1777,6 +1926,70 @@ impl<B: Backend> X86Vcpu<B> {
             self.rip = io.next_rip;
         }
         Ok(Flow::Resume)
+    }
+
+    /// How many items of a string I/O batch, from the first in the order
+    /// the instruction moves them, lie in memory KVM copies directly: guest
+    /// RAM (writable, for INS) or a PCI hole (for OUTS). `None` if the first
+    /// item's translation faults.
+    fn string_ram_items(&self, vm: &Vm, sio: &StringIo, seg: Seg, index: u64, count: u32, write: bool) -> Option<u32> {
+        let mut cached: Option<(u64, bool)> = None;
+        for i in 0..count {
+            let first = self.linear(seg, sio.item_offset(index, i));
+            for va in [first, first.wrapping_add(u64::from(sio.size) - 1)] {
+                let ok = match cached {
+                    Some((page, ok)) if page == va >> 12 => ok,
+                    _ => {
+                        let ok = match self.translate(vm, va, write, false) {
+                            Ok(gpa) => match vm.gfn_to_backing(gpa >> 12) {
+                                Some((Backing::User(h), _)) => !(write && h.readonly),
+                                Some((Backing::PciHole, _)) => !write,
+                                None => false,
+                            },
+                            Err(_) if i == 0 => return None,
+                            Err(_) => false,
+                        };
+                        cached = Some((va >> 12, ok));
+                        ok
+                    }
+                };
+                if !ok {
+                    return Some(i);
+                }
+            }
+        }
+        Some(count)
+    }
+
+    /// A guest store of `data` to `gpa`, which is not RAM: the in-kernel
+    /// LAPIC or IOAPIC, a coalesced zone, else `KVM_EXIT_MMIO` (complete
+    /// once it exits).
+    fn mmio_store(&mut self, ctx: &VcpuCtx<'_>, gpa: u64, data: &[u8]) -> Flow {
+        if self.irqchip() && self.lapic.mmio_in_range(gpa) && self.lapic.xapic_mmio_active() {
+            let off = (gpa - self.lapic.base_address()) as u32;
+            let a = self.lapic.mmio_write(off, data, now_ns()).unwrap_or(None);
+            self.lapic_action(a);
+            return Flow::Resume;
+        }
+        if self.irqchip() {
+            let r = self.vm.with_irqchip(|chip, bus| chip.ioapic.mmio_write(gpa, data, bus).map(|_| ()));
+            if let Ok(Ok(())) = r {
+                return Flow::Resume;
+            }
+        }
+        // A write into a coalesced MMIO zone goes to the ring, no exit.
+        if ctx.vm.coalesced_write(gpa, data, false) {
+            return Flow::Resume;
+        }
+        let mut buf = [0u8; 8];
+        let len = data.len().min(8);
+        buf[..len].copy_from_slice(&data[..len]);
+        ctx.run.write_u32(run::EXIT_REASON, exit::MMIO);
+        ctx.run.write_u64(run::MMIO_PHYS_ADDR, gpa);
+        ctx.run.write_u32(run::MMIO_LEN, len as u32);
+        ctx.run.write_u8(run::MMIO_IS_WRITE, 1);
+        ctx.run.write_bytes(run::MMIO_DATA, &buf);
+        Flow::User
     }
 
     // ---- nested page faults and MMIO ----
@@ -1874,69 +2087,38 @@ impl<B: Backend> X86Vcpu<B> {
         }
         let next_rip = self.rip.wrapping_add(insn.len as u64);
         let df = self.hw.rflags() & RFLAGS_DF != 0;
+        let len = usize::from(size);
+        if is_write {
+            // The store is done as far as the guest is concerned.
+            let v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
+            emulate::string_advance(&mut self.gprs, &insn, df);
+            self.rip = next_rip;
+            self.hw.set_interrupt_shadow(false);
+            return Ok(self.mmio_store(ctx, gpa, &v[..len]));
+        }
+        let mut v = [0u8; 8];
+        let mut done = false;
         if self.irqchip() && self.lapic.mmio_in_range(gpa) && self.lapic.xapic_mmio_active() {
             let off = (gpa - self.lapic.base_address()) as u32;
-            if is_write {
-                let v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
-                let a = self.lapic.mmio_write(off, &v[..usize::from(size)], now_ns()).unwrap_or(None);
-                self.lapic_action(a);
-            } else {
-                let mut v = [0u8; 8];
-                let _ = self.lapic.mmio_read(off, &mut v[..usize::from(size)], now_ns());
-                emulate::complete_load(&mut self.gprs, &insn.op, u64::from_le_bytes(v));
-            }
+            let _ = self.lapic.mmio_read(off, &mut v[..len], now_ns());
+            done = true;
+        } else if self.irqchip() {
+            let r = self.vm.with_irqchip(|chip, _| chip.ioapic.mmio_read(gpa, &mut v[..len]));
+            done = matches!(r, Ok(Ok(())));
+        }
+        if done {
+            emulate::complete_load(&mut self.gprs, &insn.op, u64::from_le_bytes(v));
             emulate::string_advance(&mut self.gprs, &insn, df);
             self.rip = next_rip;
             self.hw.set_interrupt_shadow(false);
             return Ok(Flow::Resume);
         }
-        if self.irqchip() {
-            let len = usize::from(size);
-            let mut v = [0u8; 8];
-            if is_write {
-                v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
-            }
-            let r = self.vm.with_irqchip(|chip, bus| {
-                if is_write {
-                    chip.ioapic.mmio_write(gpa, &v[..len], bus).map(|_| ())
-                } else {
-                    chip.ioapic.mmio_read(gpa, &mut v[..len])
-                }
-            });
-            if let Ok(Ok(())) = r {
-                if !is_write {
-                    emulate::complete_load(&mut self.gprs, &insn.op, u64::from_le_bytes(v));
-                }
-                emulate::string_advance(&mut self.gprs, &insn, df);
-                self.rip = next_rip;
-                self.hw.set_interrupt_shadow(false);
-                return Ok(Flow::Resume);
-            }
-        }
         ctx.run.write_u32(run::EXIT_REASON, exit::MMIO);
         ctx.run.write_u64(run::MMIO_PHYS_ADDR, gpa);
         ctx.run.write_u32(run::MMIO_LEN, u32::from(size));
-        ctx.run.write_u8(run::MMIO_IS_WRITE, u8::from(is_write));
-        if is_write {
-            let v = emulate::store_value(&self.gprs, &insn.op).to_le_bytes();
-            let mut data = [0u8; 8];
-            data[..usize::from(size)].copy_from_slice(&v[..usize::from(size)]);
-            // A write into a coalesced MMIO zone goes to the ring, no exit.
-            if ctx.vm.coalesced_write(gpa, &data[..usize::from(size)], false) {
-                emulate::string_advance(&mut self.gprs, &insn, df);
-                self.rip = next_rip;
-                self.hw.set_interrupt_shadow(false);
-                return Ok(Flow::Resume);
-            }
-            ctx.run.write_bytes(run::MMIO_DATA, &data);
-            // The write is done as far as the guest is concerned.
-            emulate::string_advance(&mut self.gprs, &insn, df);
-            self.rip = next_rip;
-            self.hw.set_interrupt_shadow(false);
-        } else {
-            ctx.run.write_bytes(run::MMIO_DATA, &[0u8; 8]);
-            self.pending_mmio = Some(PendingMmio { insn, len: u32::from(size), next_rip });
-        }
+        ctx.run.write_u8(run::MMIO_IS_WRITE, 0);
+        ctx.run.write_bytes(run::MMIO_DATA, &[0u8; 8]);
+        self.pending_mmio = Some(PendingMmio { insn, len: u32::from(size), next_rip });
         Ok(Flow::User)
     }
 
@@ -2100,6 +2282,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
             Ok(())
         });
         let r = r.and_then(|()| {
+            self.hw.vcpu_load();
             self.fpu.swap_in();
             let r = self.run_loop(ctx);
             self.fpu.swap_out();

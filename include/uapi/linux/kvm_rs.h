@@ -20,7 +20,11 @@
  */
 #define KVM_MEM_PCI_HOLE		(1UL << 15)
 
-/* KVM_CHECK_EXTENSION: 1 if KVM_MEM_PCI_HOLE is accepted. */
+/*
+ * KVM_CHECK_EXTENSION: 1 if KVM_MEM_PCI_HOLE is available; it is accepted once
+ * KVM_ENABLE_CAP(KVM_CAP_KVMRS_PCI_HOLE) (no flags, no arguments) was done on
+ * the VM fd.
+ */
 #define KVM_CAP_KVMRS_PCI_HOLE		0x4b520001
 
 #endif /* _UAPI_LINUX_KVM_RS_H */

@@ -3,7 +3,7 @@
 //! The AMD SVM backend (`arch/x86/kvm/svm/svm.c`): SVM enabled on every CPU,
 //! per-CPU ASIDs, one VMCB per vCPU, and the decoding of #VMEXITs.
 
-use super::backend::{Backend, EntryCtx, Event, Exit, VendorVcpu};
+use super::backend::{Backend, CrOp, EntryCtx, Event, Exit, VendorVcpu};
 use super::regs::{KvmDtable, KvmSegment, Seg};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -410,6 +410,17 @@ impl SvmVcpu {
                 // Decode assists put the GPR in EXITINFO1 bits 3:0, bit 63 valid.
                 gpr: (info1 & (1 << 63) != 0).then_some((info1 & 0xf) as u8),
             },
+            // Only CR8 writes are intercepted (while the TPR blocks a pending
+            // interrupt). Decode assists report the source GPR in EXITINFO1
+            // bits 3:0 with bit 63 set; a MOV (not LMSW/CLTS) only for CR8.
+            SvmExit::WriteCr(r) => Exit::CrAccess {
+                cr: r.get(),
+                op: if info1 & (1 << 63) != 0 {
+                    CrOp::MovTo((info1 & 0xf) as u8)
+                } else {
+                    CrOp::MovToUndecoded
+                },
+            },
             SvmExit::TaskSwitch => Exit::TaskSwitch,
             SvmExit::Vmrun
             | SvmExit::Vmload
@@ -807,9 +818,13 @@ impl VendorVcpu for SvmVcpu {
     }
 
     fn set_tpr_threshold(&mut self, class: Option<u8>) {
-        if self.tpr_threshold != class {
-            self.tpr_threshold = class;
-            self.update_vintr();
+        // C: `svm_update_cr8_intercept()`. Any CR8 write then exits; common
+        // code applies it and looks at the pending interrupts again.
+        self.tpr_threshold = class;
+        if class.is_some() {
+            self.vmcb.control.intercepts.set(Intercept::Cr8Write);
+        } else {
+            self.vmcb.control.intercepts.clear(Intercept::Cr8Write);
         }
     }
 
@@ -872,7 +887,6 @@ impl VendorVcpu for SvmVcpu {
                 // The window opened or the TPR dropped: common code looks
                 // again before the next entry.
                 self.window = false;
-                self.tpr_threshold = None;
                 self.update_vintr();
             }
         }
@@ -907,23 +921,17 @@ fn decode_event(info: u32, err: u32, programmed: bool) -> Option<Event> {
 
 impl SvmVcpu {
     /// Programs the dummy virtual interrupt that makes the guest exit (VINTR
-    /// intercept) when it could take an interrupt. Taken when RFLAGS.IF is
-    /// set and, unless V_IGN_TPR, when V_INTR_PRIO > V_TPR (APM vol. 2,
-    /// 15.21.4): so the same interrupt serves as interrupt window (C:
-    /// `svm_set_vintr()`) and as "TPR lowered below the class of a pending
-    /// interrupt" without intercepting CR8 writes.
+    /// intercept) once RFLAGS.IF lets it take one, whatever its TPR (C:
+    /// `svm_set_vintr()`). Not used for TPR thresholds: QEMU's SVM compares
+    /// V_INTR_PRIO with V_TPR as `>=` where the APM has `>`, and 7.2 aborts
+    /// when a CR8 write raises a virtual interrupt; CR8 writes are
+    /// intercepted instead, as the C KVM does.
     fn update_vintr(&mut self) {
         let c = &mut self.vmcb.control;
         c.int_ctl &= !(V_IRQ | V_IGN_TPR | (0xf << V_INTR_PRIO_SHIFT));
         c.int_vector = 0;
-        let prio = if self.window {
-            c.int_ctl |= V_IGN_TPR;
-            Some(0xf)
-        } else {
-            self.tpr_threshold
-        };
-        if let Some(p) = prio {
-            c.int_ctl |= V_IRQ | (u32::from(p & 0xf) << V_INTR_PRIO_SHIFT);
+        if self.window {
+            c.int_ctl |= V_IRQ | V_IGN_TPR | (0xf << V_INTR_PRIO_SHIFT);
             c.intercepts.set(Intercept::Vintr);
         } else {
             c.intercepts.clear(Intercept::Vintr);
