@@ -19,6 +19,8 @@
 #include <linux/uaccess.h>
 #include <linux/sched.h>
 #include <linux/signal.h>
+#include <linux/entry-kvm.h>
+#include <linux/resume_user_mode.h>
 
 bool rust_helper_boot_cpu_has(u16 bit)
 {
@@ -145,6 +147,36 @@ bool rust_helper_kvm_rs_access_ok(unsigned long addr, unsigned long size)
 int rust_helper_cond_resched(void)
 {
 	return cond_resched();
+}
+
+/*
+ * The work a task must do before it enters a guest (kernel/entry/kvm.c's
+ * xfer_to_guest_mode_work(), which needs a C struct kvm_vcpu): reschedule,
+ * resume-to-user work (rseq, task work, memcg high-limit reclaim) in kernel
+ * context, and -EINTR for a signal. Interrupts and preemption enabled.
+ */
+int rust_helper_kvm_rs_xfer_to_guest_work(void)
+{
+	unsigned long ti_work = read_thread_flags();
+
+	if (!(ti_work & XFER_TO_GUEST_MODE_WORK) && !need_resched())
+		return 0;
+	do {
+		if (ti_work & (_TIF_SIGPENDING | _TIF_NOTIFY_SIGNAL))
+			return -EINTR;
+		if (ti_work & _TIF_NEED_RESCHED)
+			schedule();
+		if (ti_work & _TIF_NOTIFY_RESUME)
+			resume_user_mode_work(NULL);
+		ti_work = read_thread_flags();
+	} while (ti_work & XFER_TO_GUEST_MODE_WORK || need_resched());
+	return 0;
+}
+
+/* With interrupts off, just before entry (xfer_to_guest_mode_work_pending()). */
+bool rust_helper_kvm_rs_xfer_to_guest_work_pending(void)
+{
+	return __xfer_to_guest_mode_work_pending();
 }
 
 /* waitqueue.rs */

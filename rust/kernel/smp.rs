@@ -275,6 +275,28 @@ impl<T: EmergencyVirtCallback> Drop for EmergencyVirt<T> {
 }
 }
 
+/// Does the work due before entering a guest (`xfer_to_guest_mode_handle_work()`):
+/// reschedules, runs resume-to-user work (rseq, task work, memory-cgroup
+/// reclaim) in kernel context. `Err(EINTR)` if a signal is pending (or
+/// `TIF_NOTIFY_SIGNAL` task work): the caller returns to user space.
+pub fn xfer_to_guest_work() -> crate::error::Result {
+    // SAFETY: Process context with interrupts and preemption enabled, as the
+    // C function requires; it only acts on the current task.
+    let r = unsafe { bindings::kvm_rs_xfer_to_guest_work() };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(crate::error::code::EINTR)
+    }
+}
+
+/// Whether work is due before entering a guest (`xfer_to_guest_mode_work_pending()`),
+/// checked with interrupts off just before entry: if so the entry is abandoned.
+pub fn xfer_to_guest_work_pending(_irq: &IrqDisabled) -> bool {
+    // SAFETY: Reads the current task's flags; interrupts are off (`_irq`).
+    unsafe { bindings::kvm_rs_xfer_to_guest_work_pending() }
+}
+
 /// Gives up the CPU if a reschedule is due (`cond_resched()`): long loops in
 /// process context call it so that they do not hog a CPU.
 pub fn cond_resched() {

@@ -1255,7 +1255,9 @@ impl<B: Backend> X86Vcpu<B> {
         }
         self.ran = true;
         loop {
-            if kernel::current!().signal_pending() {
+            // Signals, rescheduling, rseq and other resume-to-user work
+            // (C: `xfer_to_guest_mode_handle_work()`).
+            if kernel::smp::xfer_to_guest_work().is_err() {
                 ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
                 return Err(EINTR);
             }
@@ -1265,7 +1267,6 @@ impl<B: Backend> X86Vcpu<B> {
                 self.block(ctx)?;
                 continue;
             }
-            kernel::smp::cond_resched();
             self.inject_events(ctx);
             self.hw.prepare_entry();
             let (exit, next) = {
@@ -1274,8 +1275,10 @@ impl<B: Backend> X86Vcpu<B> {
                 let k = &self.shared.kicker;
                 k.cpu.store(cpu, Ordering::SeqCst);
                 k.mode.store(IN_GUEST_MODE, Ordering::SeqCst);
-                // A request posted after the checks above: handle it first.
-                if k.pending.swap(false, Ordering::SeqCst) {
+                // A request posted after the checks above, or work for the
+                // task that came up meanwhile: handle it first (C:
+                // `kvm_vcpu_exit_request()`).
+                if kernel::smp::xfer_to_guest_work_pending(&irq) || k.pending.swap(false, Ordering::SeqCst) {
                     k.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
                     drop(irq);
                     self.undo_injection();
