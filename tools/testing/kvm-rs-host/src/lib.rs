@@ -84,3 +84,7 @@ mod i8259;
 #[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/irq_comm.rs"]
 mod irq_comm;
+
+#[allow(dead_code)]
+#[path = "../../../../virt/kvm/stats.rs"]
+mod stats;
