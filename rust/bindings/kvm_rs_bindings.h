@@ -22,3 +22,8 @@
 #include <asm/processor.h>
 #include <linux/hrtimer.h>
 #include <linux/wait.h>
+#include <linux/debugfs.h>
+#include <linux/file.h>
+
+/* file_ops.rs: readable anonymous files support pread(2), as KVM's stats files. */
+const fmode_t RUST_CONST_HELPER_FMODE_PREAD = FMODE_PREAD;

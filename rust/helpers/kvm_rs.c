@@ -200,3 +200,9 @@ void rust_helper_kvm_rs_sigset_deactivate(void)
 	sigprocmask(SIG_SETMASK, &current->real_blocked, NULL);
 	sigemptyset(&current->real_blocked);
 }
+
+/* task.rs: Task::pid() (bindgen's task_struct layout is not to be trusted). */
+pid_t rust_helper_task_pid_nr(struct task_struct *tsk)
+{
+	return task_pid_nr(tsk);
+}

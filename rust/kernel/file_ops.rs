@@ -22,6 +22,7 @@ use crate::{
     mm::VmArea,
     str::CStr,
     types::ForeignOwnable,
+    uaccess::{UserSlice, UserSliceWriter},
 };
 use core::marker::PhantomData;
 
@@ -29,6 +30,8 @@ use core::marker::PhantomData;
 pub mod flags {
     /// Read and write access.
     pub const O_RDWR: u32 = crate::bindings::O_RDWR;
+    /// Read-only access.
+    pub const O_RDONLY: u32 = crate::bindings::O_RDONLY;
     /// Close the descriptor on `execve`.
     pub const O_CLOEXEC: u32 = crate::bindings::O_CLOEXEC;
 }
@@ -50,6 +53,18 @@ pub trait FileOps: Sized + 'static {
         _cmd: u32,
         _arg: usize,
     ) -> Result<isize> {
+        crate::build_error!(crate::error::VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Handles `read(2)` and `pread(2)`: writes the bytes at file offset
+    /// `offset` into `out`, at most `out.len()`, and returns how many it
+    /// wrote (0 at the end of the file). The file offset then moves on by
+    /// that much. A file with `read` also supports `pread(2)` (`FMODE_PREAD`).
+    fn read(
+        _this: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _out: &mut UserSliceWriter,
+        _offset: u64,
+    ) -> Result<usize> {
         crate::build_error!(crate::error::VTABLE_DEFAULT_ERROR)
     }
 
@@ -85,6 +100,7 @@ impl<T: FileOps> FileOpsTable<T> {
             ops: bindings::file_operations {
                 owner,
                 llseek: Some(bindings::noop_llseek),
+                read: if T::HAS_READ { Some(read_callback::<T>) } else { None },
                 unlocked_ioctl: if T::HAS_IOCTL { Some(ioctl_callback::<T>) } else { None },
                 mmap: if T::HAS_MMAP { Some(mmap_callback::<T>) } else { None },
                 release: Some(release_callback::<T>),
@@ -152,6 +168,9 @@ pub fn create_anon_fd<T: FileOps>(
     data: T::Ptr,
     flags: u32,
 ) -> Result<i32> {
+    if T::HAS_READ {
+        return create_anon_fd_pread(table, name, data, flags);
+    }
     let ptr = data.into_foreign();
     // SAFETY: `name` is NUL-terminated (the VFS copies it into the new dentry);
     // `table` is static and its
@@ -166,6 +185,73 @@ pub fn create_anon_fd<T: FileOps>(
         return Err(Error::from_errno(fd));
     }
     Ok(fd)
+}
+
+/// [`create_anon_fd`] for a readable file: the same, with `FMODE_PREAD` set
+/// before the descriptor is installed (as the C KVM's stats files are made).
+fn create_anon_fd_pread<T: FileOps>(
+    table: &'static FileOpsTable<T>,
+    name: &CStr,
+    data: T::Ptr,
+    flags: u32,
+) -> Result<i32> {
+    // SAFETY: No preconditions; the descriptor is reserved, not installed.
+    let fd = unsafe { bindings::get_unused_fd_flags(flags & bindings::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::from_errno(fd));
+    }
+    let ptr = data.into_foreign();
+    // SAFETY: As in `create_anon_fd`: `name` is NUL-terminated, `table` is
+    // static and expects private data made by `T::Ptr::into_foreign`.
+    let file = unsafe { bindings::anon_inode_getfile(name.as_char_ptr(), table.as_ptr(), ptr.cast_mut(), flags as c_int) };
+    match crate::error::from_err_ptr(file) {
+        Ok(file) => {
+            // SAFETY: `file` is the new file, not yet visible to anyone else:
+            // its mode may be changed. Installing it hands our reference to
+            // the descriptor table of the current process, at the reserved `fd`.
+            unsafe {
+                (*file).f_mode |= bindings::FMODE_PREAD;
+                bindings::fd_install(fd as c_uint, file);
+            }
+            Ok(fd)
+        }
+        Err(e) => {
+            // SAFETY: `fd` was reserved above and never installed.
+            unsafe { bindings::put_unused_fd(fd as c_uint) };
+            // SAFETY: no file was created, so `ptr` still belongs to us and was
+            // never borrowed.
+            drop(unsafe { T::Ptr::from_foreign(ptr) });
+            Err(e)
+        }
+    }
+}
+
+/// # Safety
+///
+/// As for [`ioctl_callback`]; `buf` is a user address of `size` bytes and
+/// `ppos` the file position to use and advance.
+unsafe extern "C" fn read_callback<T: FileOps>(
+    file: *mut bindings::file,
+    buf: *mut crate::ffi::c_char,
+    size: usize,
+    ppos: *mut bindings::loff_t,
+) -> isize {
+    // SAFETY: As in `ioctl_callback`: `read` holds a file reference.
+    let this = unsafe { T::Ptr::borrow((*file).private_data) };
+    // SAFETY: The VFS passes a valid position pointer for the duration of the call.
+    let pos = unsafe { *ppos };
+    let Ok(offset) = u64::try_from(pos) else {
+        return crate::error::code::EINVAL.to_errno() as isize;
+    };
+    let mut out = UserSlice::new(buf as usize, size).writer();
+    match T::read(this, &mut out, offset) {
+        Ok(n) => {
+            // SAFETY: As above.
+            unsafe { *ppos = pos.saturating_add(n as bindings::loff_t) };
+            n as isize
+        }
+        Err(e) => e.to_errno() as isize,
+    }
 }
 
 /// # Safety
