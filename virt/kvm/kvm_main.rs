@@ -8,8 +8,11 @@
 //! names it).
 
 use crate::coalesced_mmio::{self, RingMem, Zone, Zones};
+use crate::binary_stats::{self, VcpuStats, VmStats};
 use crate::dev_ioctl::{self, DevIoctl};
+use crate::metrics::{self, Registry};
 use crate::memslots::{self, Change, MemSlot, Region, SlotStore};
+use crate::stats::{self, VcpuCounters, VmStat};
 use crate::uapi::{self, errno, Errno, KvmEnableCap};
 use crate::vcpu_limits::{VcpuLimits, KVM_MAX_VCPUS, KVM_MAX_VCPU_IDS};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -81,8 +84,8 @@ pub(crate) trait Arch: Send + Sync {
     /// A system ioctl the core does not know; `arg` is the raw argument
     /// (often a user address).
     fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize>;
-    /// Creates the architecture's part of a new VM.
-    fn create_vm(&self, vm_type: usize) -> Result<KBox<dyn ArchVm>>;
+    /// Creates the architecture's part of a new VM, which counts into `stats`.
+    fn create_vm(&self, vm_type: usize, stats: Arc<VmStats>) -> Result<KBox<dyn ArchVm>>;
     /// The largest guest frame number a memory slot may map (host MAXPHYADDR).
     fn max_gfn(&self) -> u64;
 }
@@ -115,6 +118,8 @@ pub(crate) struct VcpuCtx<'a> {
     pub(crate) run: &'a SharedPage,
     /// The PIO data page.
     pub(crate) pio: &'a SharedPage,
+    /// The vCPU's statistics.
+    pub(crate) stats: &'a VcpuCounters,
 }
 
 /// The architecture's part of a vCPU; serialized by the vCPU mutex.
@@ -128,12 +133,19 @@ pub(crate) trait ArchVcpu: Send {
 /// The module-wide KVM state, shared by every open file.
 pub(crate) struct Kvm {
     arch: Arc<dyn Arch>,
+    /// The statistics of live VMs, for the metricfs export.
+    registry: Arc<Registry>,
 }
 
 impl Kvm {
     /// The state for an architecture chosen at module load.
     pub(crate) fn new(arch: Arc<dyn Arch>) -> Result<Arc<Self>> {
-        Ok(Arc::new(Kvm { arch }, GFP_KERNEL)?)
+        Ok(Arc::new(Kvm { arch, registry: Registry::new()? }, GFP_KERNEL)?)
+    }
+
+    /// The statistics of live VMs.
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// `kvm_vm_ioctl_check_extension_generic()`: the same answer on `/dev/kvm`
@@ -148,6 +160,7 @@ impl Kvm {
             coalesced_mmio::KVM_CAP_COALESCED_PIO => 1,
             uapi::KVM_CAP_CHECK_EXTENSION_VM | uapi::KVM_CAP_ENABLE_CAP_VM => 1,
             uapi::KVM_CAP_IMMEDIATE_EXIT => 1,
+            stats::KVM_CAP_BINARY_STATS_FD => 1,
             uapi::KVM_CAP_NR_VCPUS => i64::from(num_online_cpus().min(KVM_MAX_VCPUS)),
             uapi::KVM_CAP_MAX_VCPUS => i64::from(KVM_MAX_VCPUS),
             uapi::KVM_CAP_MAX_VCPU_ID => i64::from(KVM_MAX_VCPU_IDS),
@@ -162,12 +175,14 @@ impl Kvm {
         // The VM belongs to the caller's address space: other processes get
         // -EIO from its ioctls, as in the C KVM.
         let mm = MmGrab::current().ok_or(EINVAL)?;
-        let arch = self.arch.create_vm(vm_type)?;
+        let stats = VmStats::new()?;
+        let arch = self.arch.create_vm(vm_type, stats.clone())?;
         // One coalesced MMIO ring per VM, shared by every vCPU's mapping.
         let ring = SharedPage::new(GFP_KERNEL_ACCOUNT)?;
         let zones = Zones::new(KVec::from_elem(Zone::default(), MAX_COALESCED_ZONES, GFP_KERNEL_ACCOUNT)?);
         let vm = Arc::pin_init(
             pin_init!(Vm {
+                stats: metrics::Entry::new(self.registry.clone(), stats),
                 kvm: self.into(),
                 mm,
                 _vm_type: vm_type,
@@ -181,7 +196,9 @@ impl Kvm {
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
-        let fd = create_anon_fd(&KVM_VM_FOPS, c_str!("kvm-vm"), vm, flags::O_RDWR | flags::O_CLOEXEC)?;
+        // Our reference keeps the VM from being freed (and unlisted) before it is listed.
+        let fd = create_anon_fd(&KVM_VM_FOPS, c_str!("kvm-vm"), vm.clone(), flags::O_RDWR | flags::O_CLOEXEC)?;
+        vm.stats.publish(fd);
         Ok(fd as isize)
     }
 }
@@ -266,6 +283,8 @@ pub(crate) struct Vm {
     coalesced: Mutex<Zones<KVec<Zone>>>,
     /// The architecture's part.
     arch: KBox<dyn ArchVm>,
+    /// The statistics, and the VM's place in the registry (left when the VM is freed).
+    stats: metrics::Entry,
 }
 
 /// Coalesced zones per VM: the C KVM's limit of devices on one I/O bus
@@ -491,7 +510,11 @@ impl Vm {
     /// exit to user space (not in a zone, or the ring is full).
     pub(crate) fn coalesced_write(&self, addr: u64, data: &[u8], pio: bool) -> bool {
         let zones = self.coalesced.lock();
-        zones.write(&mut SharedRing(&self.ring), addr, data, pio).is_ok()
+        let taken = zones.write(&mut SharedRing(&self.ring), addr, data, pio).is_ok();
+        if taken {
+            self.stats.stats().inc(VmStat::CoalescedWrites);
+        }
+        taken
     }
 
     /// `KVM_REGISTER_COALESCED_MMIO` / `KVM_UNREGISTER_COALESCED_MMIO`.
@@ -527,12 +550,17 @@ impl Vm {
                 return Err(e);
             }
         };
+        let vcpu_stats = vcpu.stats.clone();
         let fd = CString::try_from_fmt(fmt!("kvm-vcpu:{}", id)).and_then(|name| {
             let file = Arc::new(VcpuFile { vm: self.into(), vcpu: vcpu.clone() }, GFP_KERNEL_ACCOUNT)?;
             create_anon_fd(&KVM_VCPU_FOPS, &name, file, flags::O_RDWR | flags::O_CLOEXEC)
         });
         match fd {
-            Ok(fd) => Ok(fd as isize),
+            Ok(fd) => {
+                // Without memory for the list the vCPU only misses its metricfs rows.
+                let _ = self.stats.stats().add_vcpu(vcpu_stats);
+                Ok(fd as isize)
+            }
             Err(e) => {
                 let mut inner = self.inner.lock();
                 if let Some(i) = inner.vcpus.iter().position(|v| Arc::ptr_eq(v, &vcpu)) {
@@ -597,6 +625,7 @@ impl Vm {
             self.mem_gen.fetch_add(1, Ordering::AcqRel);
         }
         if change != Change::Nothing {
+            self.stats.stats().inc(VmStat::MemslotChanges);
             self.arch.memslot_changed(self, &change);
         }
         drop(mem);
@@ -619,6 +648,7 @@ impl FileOps for VmFile {
             uapi::KVM_CREATE_VCPU => vm.create_vcpu(arg),
             uapi::KVM_ENABLE_CAP => vm.enable_cap(arg),
             uapi::KVM_CHECK_EXTENSION => Ok(vm.kvm.check_extension(Some(&vm), arg as i64) as isize),
+            stats::KVM_GET_STATS_FD => binary_stats::vm_stats_fd(vm.stats.stats()),
             memslots::KVM_SET_USER_MEMORY_REGION => vm.set_memory_region(memslots::Ioctl::V1, arg),
             memslots::KVM_SET_USER_MEMORY_REGION2 => vm.set_memory_region(memslots::Ioctl::V2, arg),
             uapi::KVM_GET_DIRTY_LOG => vm.get_dirty_log(arg),
@@ -641,6 +671,8 @@ pub(crate) struct Vcpu {
     /// C: `vcpu->mutex` around the architecture's state.
     #[pin]
     arch: Mutex<VcpuLocked>,
+    /// The statistics.
+    stats: Arc<VcpuStats>,
 }
 
 /// What the vCPU mutex protects.
@@ -655,9 +687,10 @@ impl Vcpu {
         // Charged to the caller's memory cgroup, as the C KVM's vCPU pages are.
         let page = || SharedPage::new(GFP_KERNEL_ACCOUNT);
         let (run, pio) = (page()?, page()?);
+        let stats = VcpuStats::new(id)?;
         let arch = vm.arch.create_vcpu(vm, id)?;
         Arc::pin_init(
-            pin_init!(Vcpu { id, run, pio, arch <- new_mutex!(VcpuLocked { arch, sigmask: None }) }),
+            pin_init!(Vcpu { id, run, pio, arch <- new_mutex!(VcpuLocked { arch, sigmask: None }), stats }),
             GFP_KERNEL_ACCOUNT,
         )
     }
@@ -708,7 +741,10 @@ impl FileOps for VcpuFile {
             return Err(EINVAL);
         }
         let v = &this.vcpu;
-        let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio };
+        if cmd == stats::KVM_GET_STATS_FD {
+            return binary_stats::vcpu_stats_fd(&v.stats);
+        }
+        let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio, stats: &v.stats.counters };
         let mut locked = v.arch.lock();
         match cmd {
             uapi::KVM_RUN if arg != 0 => Err(EINVAL),

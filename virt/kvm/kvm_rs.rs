@@ -11,10 +11,15 @@
 
 use kernel::prelude::*;
 
+mod binary_stats;
 mod coalesced_mmio;
 mod dev_ioctl;
 mod kvm_main;
 mod memslots;
+mod metrics;
+// The whole stats ABI (every type, unit and base): not all of it is used yet.
+#[allow(dead_code)]
+mod stats;
 // The ABI tables: entries are used as the features behind them land.
 #[allow(dead_code)]
 mod uapi;
@@ -41,6 +46,8 @@ kernel::module_param!(
 
 struct KvmModule {
     _dev: kernel::miscdevice::Registration<kvm_main::KvmDev>,
+    /// Dropped after `/dev/kvm` is gone; no VM exists by then.
+    _metrics: Option<metrics::Metrics>,
 }
 
 impl kernel::Module for KvmModule {
@@ -50,8 +57,13 @@ impl kernel::Module for KvmModule {
             return Err(EINVAL);
         }
         let (arch, vendor) = x86::probe()?;
-        let dev = kvm_main::register(kvm_main::Kvm::new(arch)?)?;
+        let kvm = kvm_main::Kvm::new(arch)?;
+        // As with the C KVM's debugfs files, the module works without them.
+        let metrics = metrics::register(kvm.registry())
+            .inspect_err(|e| pr_warn!("no metrics in debugfs: {:?}\n", e))
+            .ok();
+        let dev = kvm_main::register(kvm)?;
         pr_info!("kvm-rs loaded ({:?} backend)\n", vendor);
-        Ok(KvmModule { _dev: dev })
+        Ok(KvmModule { _dev: dev, _metrics: metrics })
     }
 }

@@ -4,8 +4,10 @@
 //! part of a VM, the choice of the vendor backend at module load, and the
 //! system ioctls of `/dev/kvm` that are x86's.
 
+use crate::binary_stats::VmStats;
 use crate::kvm_main::{err, Arch, ArchVcpu, ArchVm, Vm};
 use crate::memslots::Change;
+use crate::stats::VmStat;
 use crate::uapi::{self, errno, KvmEnableCap};
 use backend::Backend;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -285,7 +287,7 @@ impl<B: Backend> Arch for X86<B> {
         }
     }
 
-    fn create_vm(&self, _vm_type: usize) -> Result<KBox<dyn ArchVm>> {
+    fn create_vm(&self, _vm_type: usize, stats: Arc<VmStats>) -> Result<KBox<dyn ArchVm>> {
         let tdp = Tdp::new(self.backend.tdp_levels())?;
         let tdp_root = tdp.root_pa();
         let supported = copy_entries(&self.supported)?;
@@ -310,6 +312,7 @@ impl<B: Backend> Arch for X86<B> {
                 platform_info_readable: AtomicBool::new(true),
                 x2apic_format: AtomicBool::new(false),
                 broadcast_quirk_disabled: AtomicBool::new(false),
+                stats,
             }),
             GFP_KERNEL_ACCOUNT,
         )?;
@@ -668,6 +671,8 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) x2apic_format: AtomicBool,
     /// `KVM_CAP_X2APIC_API`: no 0xff broadcast quirk in x2APIC mode.
     pub(crate) broadcast_quirk_disabled: AtomicBool,
+    /// The VM's statistics.
+    pub(crate) stats: Arc<VmStats>,
 }
 
 impl<B: Backend> X86VmShared<B> {
@@ -748,14 +753,21 @@ impl<B: Backend> X86VmShared<B> {
     /// returns. Must be called where sleeping is allowed.
     pub(crate) fn flush_remote_tlbs(&self) {
         self.tlb_gen.fetch_add(1, Ordering::SeqCst);
+        self.stats.inc(VmStat::RemoteTlbFlushRequests);
         let vcpus = self.vcpus.lock();
+        let mut kicked = false;
         for v in vcpus.iter() {
             if let Some(cpu) = v.in_guest() {
+                kicked = true;
                 // Waiting for the IPI means waiting until the vCPU has left
                 // guest mode (it takes interrupts only after the #VMEXIT); an
                 // offline CPU runs no guest.
                 let _ = smp::kick_cpu(cpu, true);
             }
+        }
+        // C counts a flush that had to interrupt some vCPU.
+        if kicked {
+            self.stats.inc(VmStat::RemoteTlbFlush);
         }
     }
 
