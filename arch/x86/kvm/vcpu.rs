@@ -16,6 +16,7 @@ use super::pio::{self, StringIo};
 use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
 use super::{ApicRouter, VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
 use crate::kvm_main::{ArchVcpu, Backing, VcpuCtx, Vm};
+use crate::stats::VcpuStat;
 use crate::uapi::{self, exit, internal, run};
 use core::sync::atomic::Ordering;
 use kernel::{
@@ -556,6 +557,7 @@ impl<B: Backend> X86Vcpu<B> {
         }
         if self.nmi_pending && self.hw.nmi_allowed() {
             self.nmi_pending = false;
+            ctx.stats.inc(VcpuStat::NmiInjections);
             self.hw.inject(Event::Nmi);
             return;
         }
@@ -564,6 +566,7 @@ impl<B: Backend> X86Vcpu<B> {
             // (C: `kvm_cpu_has_extint()`); INTA is the guest taking it.
             if self.hw.interrupt_allowed() {
                 if let Ok(v) = self.vm.with_irqchip(|chip, _| chip.pic.ack()) {
+                    ctx.stats.inc(VcpuStat::IrqInjections);
                     self.hw.inject(Event::Interrupt { vector: v, soft: false });
                     return;
                 }
@@ -576,6 +579,7 @@ impl<B: Backend> X86Vcpu<B> {
             if let Some(v) = self.lapic.highest_pending() {
                 if self.hw.interrupt_allowed() {
                     self.lapic.ack(v);
+                    ctx.stats.inc(VcpuStat::IrqInjections);
                     self.hw.inject(Event::Interrupt { vector: v, soft: false });
                 } else {
                     self.hw.set_interrupt_window(true);
@@ -584,6 +588,7 @@ impl<B: Backend> X86Vcpu<B> {
         } else if let Some(v) = self.user_irq {
             if self.hw.interrupt_allowed() {
                 self.user_irq = None;
+                ctx.stats.inc(VcpuStat::IrqInjections);
                 self.hw.inject(Event::Interrupt { vector: v, soft: false });
             } else {
                 self.hw.set_interrupt_window(true);
@@ -617,11 +622,19 @@ impl<B: Backend> X86Vcpu<B> {
                 _ => {}
             }
             let k = self.shared.kicker.clone();
+            ctx.stats.set(VcpuStat::Blocking, 1);
+            let start = now_ns();
             let r = k.wq.wait_interruptible(|| k.pending.swap(false, Ordering::SeqCst), None);
+            let slept = now_ns().saturating_sub(start);
+            ctx.stats.set(VcpuStat::Blocking, 0);
+            ctx.stats.add(VcpuStat::HaltWaitNs, slept);
+            ctx.stats.hist_add(VcpuStat::HaltWaitHist, slept);
             if r == WaitResult::Signal {
+                ctx.stats.inc(VcpuStat::SignalExits);
                 ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
                 return Err(EINTR);
             }
+            ctx.stats.inc(VcpuStat::HaltWakeup);
         }
     }
 
@@ -1258,6 +1271,7 @@ impl<B: Backend> X86Vcpu<B> {
             // Signals, rescheduling, rseq and other resume-to-user work
             // (C: `xfer_to_guest_mode_handle_work()`).
             if kernel::smp::xfer_to_guest_work().is_err() {
+                ctx.stats.inc(VcpuStat::SignalExits);
                 ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
                 return Err(EINTR);
             }
@@ -1325,6 +1339,10 @@ impl<B: Backend> X86Vcpu<B> {
                 self.publish_apic();
             }
             self.reinject = self.hw.interrupted_event();
+            ctx.stats.inc(VcpuStat::Exits);
+            if let Some(stat) = exit_stat(&exit) {
+                ctx.stats.inc(stat);
+            }
             match self.handle_exit(ctx, exit, next)? {
                 Flow::Resume => continue,
                 Flow::User => return Ok(0),
@@ -1365,6 +1383,7 @@ impl<B: Backend> X86Vcpu<B> {
 
     /// `KVM_EXIT_INTERNAL_ERROR` with `KVM_INTERNAL_ERROR_EMULATION`.
     fn emulation_failure(&mut self, ctx: &VcpuCtx<'_>) -> Flow {
+        ctx.stats.inc(VcpuStat::InsnEmulationFail);
         ctx.run.write_u32(run::EXIT_REASON, exit::INTERNAL_ERROR);
         ctx.run.write_u32(run::INTERNAL_SUBERROR, internal::EMULATION);
         ctx.run.write_u32(run::INTERNAL_NDATA, 0);
@@ -1471,6 +1490,7 @@ impl<B: Backend> X86Vcpu<B> {
                     && self.user_irq.is_none()
                     && ctx.run.read_u8(run::REQUEST_INTERRUPT_WINDOW) != 0
                 {
+                    ctx.stats.inc(VcpuStat::RequestIrqExits);
                     ctx.run.write_u32(run::EXIT_REASON, exit::IRQ_WINDOW_OPEN);
                     Flow::User
                 } else {
@@ -1992,6 +2012,7 @@ impl<B: Backend> X86Vcpu<B> {
         ctx.run.write_u32(run::MMIO_LEN, len as u32);
         ctx.run.write_u8(run::MMIO_IS_WRITE, 1);
         ctx.run.write_bytes(run::MMIO_DATA, &buf);
+        ctx.stats.inc(VcpuStat::MmioExits);
         Flow::User
     }
 
@@ -2056,7 +2077,9 @@ impl<B: Backend> X86Vcpu<B> {
                 // The slot changed meanwhile: fault again.
                 None
             } else {
-                tdp.map(&*self.vm.backend, gfn, page, writable)?
+                let r = tdp.map(&*self.vm.backend, gfn, page, writable)?;
+                ctx.stats.inc(VcpuStat::PfFixed);
+                r
             }
         };
         if replaced.is_some() {
@@ -2088,6 +2111,7 @@ impl<B: Backend> X86Vcpu<B> {
         if (gpa & 0xfff) + u64::from(size) > 0x1000 {
             return Ok(self.emulation_failure(ctx));
         }
+        ctx.stats.inc(VcpuStat::InsnEmulation);
         let next_rip = self.rip.wrapping_add(insn.len as u64);
         let df = self.hw.rflags() & RFLAGS_DF != 0;
         let len = usize::from(size);
@@ -2122,6 +2146,7 @@ impl<B: Backend> X86Vcpu<B> {
         ctx.run.write_u8(run::MMIO_IS_WRITE, 0);
         ctx.run.write_bytes(run::MMIO_DATA, &[0u8; 8]);
         self.pending_mmio = Some(PendingMmio { insn, len: u32::from(size), next_rip });
+        ctx.stats.inc(VcpuStat::MmioExits);
         Ok(Flow::User)
     }
 
@@ -2150,6 +2175,33 @@ impl<B: Backend> X86Vcpu<B> {
         r.write_u8(run::READY_FOR_INTERRUPT_INJECTION, u8::from(ready));
         r.write_u16(run::FLAGS, 0);
     }
+}
+
+/// The per-reason counter of an exit, if it has one.
+fn exit_stat(exit: &Exit) -> Option<VcpuStat> {
+    Some(match exit {
+        Exit::Io { .. } => VcpuStat::IoExits,
+        Exit::Cpuid => VcpuStat::CpuidExits,
+        Exit::Rdmsr | Exit::Wrmsr => VcpuStat::MsrExits,
+        Exit::Hlt => VcpuStat::HaltExits,
+        Exit::Hypercall => VcpuStat::Hypercalls,
+        Exit::TdpFault { .. } => VcpuStat::NptFaults,
+        Exit::ExternalInterrupt => VcpuStat::IrqExits,
+        Exit::InterruptWindow => VcpuStat::IrqWindowExits,
+        Exit::Xsetbv
+        | Exit::UdInstruction
+        | Exit::Wbinvd
+        | Exit::Pause
+        | Exit::Rdpmc
+        | Exit::Nmi
+        | Exit::Shutdown
+        | Exit::Exception { .. }
+        | Exit::DrAccess { .. }
+        | Exit::CrAccess { .. }
+        | Exit::TaskSwitch
+        | Exit::FailedEntry { .. }
+        | Exit::Unknown { .. } => return None,
+    })
 }
 
 /// Reads a fixed-size ioctl argument.
