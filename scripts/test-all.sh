@@ -44,7 +44,8 @@ run_suite "host: cargo test (core-only files)" host_tests
 PROJECT_TESTS="kvm-rs/kvm_rs_dev_test kvm-rs/kvm_rs_vcpu_test kvm-rs/kvm_rs_demo kvm-rs/kvm_rs_errno_test
   kvm-rs/kvm_rs_pio_test kvm-rs/kvm_rs_mmio_test kvm-rs/kvm_rs_hlt_test kvm-rs/kvm_rs_shutdown_test
   kvm-rs/kvm_rs_msr_test kvm-rs/kvm_rs_leak_test kvm-rs/kvm_rs_memcg_test
-  kvm-rs/kvm_rs_coalesced_test kvm-rs/kvm_rs_pci_hole_test kvm-rs/kvm_rs_tpr_test"
+  kvm-rs/kvm_rs_coalesced_test kvm-rs/kvm_rs_pci_hole_test kvm-rs/kvm_rs_tpr_test
+  kvm-rs/kvm_rs_stats_test"
 RS_UPSTREAM="kvm_create_max_vcpus guest_print_test x86_64/cpuid_test set_memory_region_test
   hardware_disable_test x86_64/max_vcpuid_cap_test x86_64/get_msr_index_features
   x86_64/hwcr_msr_test x86_64/set_sregs_test x86_64/userspace_io_test x86_64/cr4_cpuid_sync_test
@@ -52,7 +53,7 @@ RS_UPSTREAM="kvm_create_max_vcpus guest_print_test x86_64/cpuid_test set_memory_
   x86_64/state_test x86_64/debug_regs
   coalesced_io_test x86_64/userspace_msr_exit_test x86_64/platform_info_test dirty_log_test
   kvm_page_table_test x86_64/xapic_ipi_test x86_64/recalc_apic_map_test x86_64/ucna_injection_test
-  demand_paging_test"
+  demand_paging_test kvm_binary_stats_test"
 run_suite "vm: kvm-rs (QEMU, SVM)" bash scripts/vmtest.sh KVM=rs TESTS="$PROJECT_TESTS $RS_UPSTREAM"
 
 # 3. kvm-rs on a CPU without SVM or VMX: refuses to load cleanly.
@@ -61,7 +62,7 @@ run_suite "vm: kvm-rs load without SVM/VMX" bash scripts/vmtest.sh KVM=none CPU=
 
 # 4. The C KVM of the same tree, same project selftests: the ABI yardstick.
 run_suite "vm: C KVM (QEMU, SVM)" bash scripts/vmtest.sh KVM=c \
-  TESTS="$PROJECT_TESTS guest_print_test x86_64/cpuid_test x86_64/set_sregs_test"
+  TESTS="$PROJECT_TESTS kvm_binary_stats_test guest_print_test x86_64/cpuid_test x86_64/set_sregs_test"
 
 echo "=== summary"
 [ $suites_failed = 0 ] || echo "$suites_failed suite(s) failed"
