@@ -53,7 +53,7 @@ RS_UPSTREAM="kvm_create_max_vcpus guest_print_test x86_64/cpuid_test set_memory_
   x86_64/state_test x86_64/debug_regs
   coalesced_io_test x86_64/userspace_msr_exit_test x86_64/platform_info_test dirty_log_test
   kvm_page_table_test x86_64/xapic_ipi_test x86_64/recalc_apic_map_test x86_64/ucna_injection_test
-  demand_paging_test kvm_binary_stats_test"
+  demand_paging_test kvm_binary_stats_test kvm-rs/metricfs_unload_test"
 run_suite "vm: kvm-rs (QEMU, SVM)" bash scripts/vmtest.sh KVM=rs TESTS="$PROJECT_TESTS $RS_UPSTREAM"
 
 # 3. kvm-rs on a CPU without SVM or VMX: refuses to load cleanly.
