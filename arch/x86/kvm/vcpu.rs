@@ -2024,12 +2024,29 @@ impl<B: Backend> X86Vcpu<B> {
         gpa: u64,
         write: bool,
         fetch: bool,
-        _present: bool,
+        present: bool,
         _on_table_walk: bool,
     ) -> Result<Flow> {
         let gfn = gpa >> 12;
         let (hva, gen) = match ctx.vm.gfn_to_backing(gfn) {
-            Some((Backing::User(hva), gen)) if !(write && hva.readonly) => (hva, gen),
+            Some((Backing::User(hva), gen)) if !(write && hva.readonly) => {
+                // A write to a page write-protected for dirty logging: only
+                // the permission comes back (C: `fast_page_fault()`).
+                if write && present {
+                    let done = {
+                        let mut tdp = self.vm.tdp.lock();
+                        ctx.vm.mem_generation() == gen && tdp.make_writable(&*self.vm.backend, gfn)
+                    };
+                    if done {
+                        ctx.stats.inc(VcpuStat::PfFixed);
+                        if hva.log_dirty {
+                            ctx.vm.mark_dirty(gfn);
+                        }
+                        return Ok(Flow::Resume);
+                    }
+                }
+                (hva, gen)
+            }
             Some((Backing::PciHole, gen)) if !write && !fetch => {
                 // Reads of a PCI hole: map the all-ones page read-only, so
                 // that they never exit; writes fault and exit as MMIO.
@@ -2064,24 +2081,25 @@ impl<B: Backend> X86Vcpu<B> {
                 Err(e) => return Err(e),
             }
         };
-        if hva.log_dirty {
-            if write {
-                ctx.vm.mark_dirty(gfn);
-            } else {
-                writable = false;
-            }
+        if hva.log_dirty && !write {
+            writable = false;
         }
         let replaced = {
             let mut tdp = self.vm.tdp.lock();
             if ctx.vm.mem_generation() != gen {
                 // The slot changed meanwhile: fault again.
-                None
-            } else {
-                let r = tdp.map(&*self.vm.backend, gfn, page, writable)?;
-                ctx.stats.inc(VcpuStat::PfFixed);
-                r
+                return Ok(Flow::Resume);
             }
+            let r = tdp.map(&*self.vm.backend, gfn, page, writable)?;
+            ctx.stats.inc(VcpuStat::PfFixed);
+            r
         };
+        // Marked once the writable mapping is in, as C does: a
+        // `KVM_GET_DIRTY_LOG` in between write-protects it again and the
+        // page shows up in the next log.
+        if hva.log_dirty && writable {
+            ctx.vm.mark_dirty(gfn);
+        }
         if replaced.is_some() {
             // Another vCPU mapped it too; release the old page only after no
             // TLB can hold it.

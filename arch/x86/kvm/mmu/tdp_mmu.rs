@@ -174,6 +174,33 @@ impl Tdp {
         })
     }
 
+    /// Gives write access back to the leaf of `gfn` if it maps a page pinned
+    /// for writing (a write to a page write-protected for dirty logging: C's
+    /// `fast_page_fault()`); no new pin, no TLB flush (a stale read-only
+    /// translation only faults again). Returns whether it did.
+    pub(crate) fn make_writable<B: Backend>(&mut self, b: &B, gfn: u64) -> bool {
+        if gfn > self.max_gfn() {
+            return false;
+        }
+        let mut t: &Table = &self.root;
+        let mut level = self.levels;
+        while level > 1 {
+            match t.children[index(gfn, level)].as_deref() {
+                Some(c) => t = c,
+                None => return false,
+            }
+            level -= 1;
+        }
+        let i = index(gfn, 1);
+        match &t.pins[i] {
+            Some(Leaf::User(p)) if p.writable() => {
+                t.hw[i].store(b.tdp_leaf(p.phys_addr(), true), Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes write access from the leaf of `gfn`, if mapped writable.
     /// Returns whether it changed (the caller flushes remote TLBs).
     pub(crate) fn write_protect(&mut self, gfn: u64, wrprot: impl Fn(u64) -> u64) -> bool {
