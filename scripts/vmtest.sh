@@ -76,9 +76,21 @@ echo "1..$((n + 1))"
 i=0; pass=0; fail=0; skip=0; xfail=0; done_seen=0
 declare -A seen=()
 [ -n "$RESULTS" ] && : > "$RESULTS"
-while IFS= read -r l; do
+# Host-side watchdog: boot must report within BOOT_TMO, and a test that started
+# must report within its timeout + HANG_GRACE (the guest's own watchdog dumps the
+# kernel state at timeout + 30 s). Otherwise the VM is hung: stop it rather than
+# wait for the sum of all timeouts.
+BOOT_TMO=300; HANG_GRACE=150
+deadline=$((SECONDS + BOOT_TMO)); current="(boot)"; hung=""
+while :; do
+  left=$((deadline - SECONDS))
+  [ $left -gt 0 ] || { hung=$current; kill -KILL $QPID 2>/dev/null; break; }
+  IFS= read -r -t "$left" l; st=$?
+  [ $st -gt 128 ] && { hung=$current; kill -KILL $QPID 2>/dev/null; break; }
+  [ $st = 0 ] || break
   l=${l%$'\r'}
   case "$l" in
+    "@@START "*) set -- ${l#@@START }; current=$1; deadline=$((SECONDS + $2 + HANG_GRACE)) ;;
     "@@BOOT "*) echo "# ${l#@@}" ;;
     "@@LOAD "*)
       i=$((i + 1)); lrc=${l##*rc=}
@@ -91,6 +103,7 @@ while IFS= read -r l; do
       exp=$(expected "$name")
       case "$rc" in 0) got=PASS ;; 4) got=SKIP ;; *) got=FAIL ;; esac
       [ -n "$RESULTS" ] && echo "$name $got $rc $secs" >> "$RESULTS"
+      current="(between tests)"; deadline=$((SECONDS + BOOT_TMO))
       if [ "$got" = PASS ]; then
         echo "ok $i selftests: kvm: $name # ${secs}s"; pass=$((pass + 1))
       elif [ "$got" = SKIP ] && [ "$exp" != PASS ]; then
@@ -104,6 +117,7 @@ while IFS= read -r l; do
   esac
 done < <(tail -n +1 -f --pid=$QPID "$RUN/results" 2>/dev/null)
 wait $QPID 2>/dev/null
+[ -n "$hung" ] && echo "# VM stopped by the host watchdog: no progress in $current"
 
 [ $i -gt 0 ] || { i=1; echo "not ok 1 selftests: kvm: load $KVM module # the VM did not boot"; fail=$((fail + 1)); }
 for t in $TESTS; do
@@ -113,7 +127,7 @@ for t in $TESTS; do
 done
 if [ $done_seen = 0 ] || [ $fail -gt 0 ]; then
   echo "# ---- VM console (last 60 lines) ----"
-  tail -60 "$RUN/console" | sed 's/^/# /'
+  tail -$([ -n "$hung" ] && echo 250 || echo 60) "$RUN/console" | sed 's/^/# /'
   [ -s "$RUN/qemu.err" ] && sed 's/^/# qemu: /' "$RUN/qemu.err"
 fi
 [ -n "$CONSOLE" ] && cp "$RUN/console" "$CONSOLE"
