@@ -10,11 +10,13 @@
 #
 #   scripts/bench.sh [EMU=qemu|bochs|all] [ROUNDS=N] [SMOKE=1] [OUT=file]
 #                    [MODULES="rs c"] [JOBS=file] [CONSOLE=file] [VERBOSE=1]
+#                    [ENV="VAR=value ..."]   (environment of kvm_bench in the VM)
 #
 # Prints, per emulator, a table: each figure's median under kvm-rs and under
 # the C KVM and their ratio kvm-rs / C KVM (below 1.0: kvm-rs better; times
-# and bytes, VM start-up as time per VM). OUT also writes the tables, the
-# command and the raw figures to a file. SMOKE=1 is the CI run: a few
+# and bytes, VM start-up as time per VM). The tables, the command and the raw
+# figures also go to OUT (default: a dated file in the cache's bench/
+# directory). Defaults: ROUNDS=5 under QEMU, 2 under Bochs. SMOKE=1 is the CI run: a few
 # iterations, one round, QEMU only; it checks that every figure is produced
 # for both modules and times nothing. Exit status 1 when a job failed, a
 # figure is missing or the VM did not finish.
@@ -22,10 +24,10 @@
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 
-EMU=all; ROUNDS=""; SMOKE=""; OUT=""; MODULES="rs c"; JOBS=""; CONSOLE=""; VERBOSE=""
+EMU=all; ROUNDS=""; SMOKE=""; OUT=""; MODULES="rs c"; JOBS=""; CONSOLE=""; VERBOSE=""; ENV=""
 for a in "$@"; do
   case "$a" in
-    EMU=*|ROUNDS=*|SMOKE=*|OUT=*|MODULES=*|JOBS=*|CONSOLE=*|VERBOSE=*) eval "${a%%=*}=\${a#*=}" ;;
+    EMU=*|ROUNDS=*|SMOKE=*|OUT=*|MODULES=*|JOBS=*|CONSOLE=*|VERBOSE=*|ENV=*) eval "${a%%=*}=\${a#*=}" ;;
     *) echo "bench: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -41,10 +43,12 @@ mkdir -p "$OUTDIR"
 log "building kvm_bench"
 make -s -C "$BENCHDIR" KTREE="$KTREE" UPSTREAM_OUT="$SELFTEST_OUT/upstream" OUTPUT="$OUTDIR" || exit 2
 
-# The jobs: "kind args" lines for kvm_bench. Iterations are chosen so that a
-# figure takes about a second under QEMU TCG (the in-kernel exits cost a few
-# microseconds, the user-space round trips tens), and far fewer under Bochs,
-# whose figures do not need averaging.
+# The jobs: "kind args" lines for kvm_bench ("nopoll JOB": JOB with the C
+# KVM's halt polling off). Under QEMU TCG an exit costs 0.1 to 0.5 ms and an
+# IPI round trip milliseconds: a figure takes a few seconds. Bochs figures do
+# not need averaging: fewer iterations, and no start-up figure (creating and
+# destroying a VM is dominated there by idle waits for RCU grace periods,
+# which Bochs emulates slowly; QEMU gives that figure).
 jobs_for() {
   if [ -n "$JOBS" ]; then cat "$JOBS"; return; fi
   if [ -n "$SMOKE" ]; then
@@ -56,33 +60,32 @@ jobs_for() {
   fi
   case "$1" in
     qemu) cat <<'EOF'
-exit cpuid 100000
-exit hypercall 100000
-exit rdmsr 100000
-exit pio_out 20000
-exit mmio_write 20000
-exit mmio_read 20000
-exit coalesced 200000
-exit pci_hole 200000
-exit hlt_ipi 10000
-nopoll exit hlt_ipi 10000
-mem 64
-start 100
-EOF
-    ;;
-    bochs) cat <<'EOF'
-exit cpuid 2000
-exit hypercall 2000
-exit rdmsr 2000
-exit pio_out 1000
-exit mmio_write 1000
-exit mmio_read 1000
-exit coalesced 4000
-exit pci_hole 4000
+exit cpuid 10000
+exit hypercall 10000
+exit rdmsr 10000
+exit pio_out 5000
+exit mmio_write 5000
+exit mmio_read 5000
+exit coalesced 10000
+exit pci_hole 20000
 exit hlt_ipi 500
 nopoll exit hlt_ipi 500
 mem 64
-start 10
+start 50
+EOF
+    ;;
+    bochs) cat <<'EOF'
+exit cpuid 1000
+exit hypercall 1000
+exit rdmsr 1000
+exit pio_out 500
+exit mmio_write 500
+exit mmio_read 500
+exit coalesced 1000
+exit pci_hole 1000
+exit hlt_ipi 100
+nopoll exit hlt_ipi 100
+mem 1
 EOF
     ;;
   esac
@@ -109,6 +112,7 @@ run_vm() {
   # Under Bochs: TSC cycles (one per emulated instruction) rather than the
   # guest's nanoseconds, and short pauses (idle time is slow to emulate).
   [ "$emu" = bochs ] && echo "export KVM_BENCH_UNIT=cycles KVM_BENCH_SETTLE_MS=20" >> "$R/run/kvmrs.bench"
+  [ -n "$ENV" ] && echo "export $ENV" >> "$R/run/kvmrs.bench"
   (cd "$R" && find . | cpio -o -H newc --quiet) | gzip -1 > "$RUN/initrd.gz"
   : > "$RUN/results"; : > "$RUN/console"
   local append="console=ttyS0 panic=-1 oops=panic quiet loglevel=4"
@@ -123,9 +127,17 @@ run_vm() {
   else
     bochs_start "$tmo" "$append" &
   fi
-  local pid=$!
+  local pid=$! t0=$SECONDS n0=0 n
   # Bochs does not end on the guest's reboot: stop it once the VM is done.
-  while kill -0 $pid 2>/dev/null; do
+  # Each job's start is noted with the host's clock ($RUN/arrivals).
+  : > "$RUN/arrivals"
+  while :; do
+    n=$(grep -c '^@@BENCHTRACE' "$RUN/results" 2>/dev/null)
+    if [ "${n:-0}" -gt $n0 ]; then
+      grep '^@@BENCHTRACE' "$RUN/results" | tail -n $((n - n0)) | sed "s/^/$((SECONDS - t0)) /" >> "$RUN/arrivals"
+      n0=$n
+    fi
+    kill -0 $pid 2>/dev/null || break
     grep -q '^@@DONE' "$RUN/results" 2>/dev/null && { sleep 1; kill $pid 2>/dev/null; break; }
     sleep 1
   done
@@ -272,10 +284,13 @@ for emu in qemu bochs; do
   raw+="### raw figures, $emu (module round figure value unit note)"$'\n\n'"$(sed 's/^/    /' "$RUN/figures")"$'\n\n'
   check "$emu" || status=1
   if [ -n "$VERBOSE" ]; then
-    echo "# guest seconds per job (module round job):"
-    awk '/^@@BENCHTRACE/ { if (prev != "") printf "#   %6.1f  %s\n", $2 - t, prev; t = $2; prev = ""; for (i = 3; i <= NF; i++) prev = prev " " $i }' "$RUN/results"
+    echo "# host seconds per job (module round job), from the VM's start:"
+    awk '{ if (prev != "") printf "#   %5d  %s\n", $1 - t, prev; else printf "#   %5d  boot\n", $1
+           t = $1; prev = ""; for (i = 4; i <= NF; i++) prev = prev " " $i }' "$RUN/arrivals"
   fi
 done
+# The results are always kept: OUT, or the cache.
+[ -n "$OUT" ] || OUT=$OUTDIR/results-$(date -u +%Y%m%d-%H%M%S).md
 if [ -n "$OUT" ]; then
   {
     echo "Command: \`scripts/bench.sh $*\` (KVMRS_CACHE=$KVMRS_CACHE), $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$KVMRS_ROOT" rev-parse --short HEAD 2>/dev/null)"

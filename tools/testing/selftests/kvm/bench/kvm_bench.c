@@ -174,15 +174,21 @@ static void send_ipi_to_halter(void)
 	xapic_write_reg(APIC_ICR, APIC_DEST_PHYSICAL | APIC_DM_FIXED | IPI_VECTOR);
 }
 
+/* Round trips by guest TSC cycles, log2 buckets (printed with KVM_BENCH_HIST=1). */
+static uint64_t rtt_hist[64], send_hist[64];
+
 static uint64_t ping(uint64_t n)
 {
-	uint64_t base = READ_ONCE(ipis), i;
+	uint64_t base = READ_ONCE(ipis), i, t0;
 
 	for (i = 1; i <= n; i++) {
+		t0 = rdtsc();
 		send_ipi_to_halter();
+		send_hist[63 - __builtin_clzll((rdtsc() - t0) | 1)]++;
 		/* No PAUSE: only the IPI path should differ between the modules. */
 		while (READ_ONCE(ipis) != base + i)
 			;
+		rtt_hist[63 - __builtin_clzll((rdtsc() - t0) | 1)]++;
 	}
 	return READ_ONCE(ipis) - base;
 }
@@ -348,6 +354,7 @@ static void bench_exit(enum workload w, uint64_t n, uint64_t warm)
 	if (w == W_COALESCED)
 		kvm_vm_register_coalesced_io(vm, COALESCED_GPA, 4, false);
 	if (w == W_PCI_HOLE) {
+		vm_enable_cap(vm, KVM_CAP_KVMRS_PCI_HOLE, 0);
 		vm_set_user_memory_region(vm, HOLE_SLOT, KVM_MEM_PCI_HOLE, HOLE_GPA,
 					  getpagesize(), NULL);
 		virt_pg_map(vm, HOLE_GPA, HOLE_GPA);
@@ -416,6 +423,17 @@ static void bench_hlt_ipi(uint64_t n, uint64_t warm)
 	h.vcpu = vcpus[1];
 	h.done = 0;
 	TEST_ASSERT(!pthread_create(&thread, NULL, halter_thread, &h), "pthread_create");
+	if (getenv("KVM_BENCH_PIN")) {
+		/* Diagnosis: sender on CPU 0, halter on CPU 1. */
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(1, &set);
+		pthread_setaffinity_np(thread, sizeof(set), &set);
+		CPU_ZERO(&set);
+		CPU_SET(0, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
 	sync_expect(vcpus[0], &uc, warm, "hlt_ipi warm-up");
 	t0 = now();
 	sync_expect(vcpus[0], &uc, n, "hlt_ipi");
@@ -426,6 +444,16 @@ static void bench_hlt_ipi(uint64_t n, uint64_t warm)
 	TEST_ASSERT(ipis == warm + n + 1, "hlt_ipi: %lu IPIs received, expected %lu",
 		    ipis, warm + n + 1);
 	printf("BENCH exit.hlt_ipi %.1f %s n=%lu ipis=%lu\n", (t1 - t0) / n, unit(), n, ipis);
+	if (getenv("KVM_BENCH_HIST")) {
+		int b;
+
+		sync_global_from_guest(vm, rtt_hist);
+		sync_global_from_guest(vm, send_hist);
+		for (b = 0; b < 64; b++)
+			if (rtt_hist[b] || send_hist[b])
+				printf("INFO hlt_ipi 2^%d..2^%d guest TSC cycles: %lu round trips, %lu ICR writes\n",
+				       b, b + 1, rtt_hist[b], send_hist[b]);
+	}
 	kvm_vm_free(vm);
 }
 
@@ -536,6 +564,14 @@ static long free_pages(void)
 
 static char memcg_stat_path[512];
 
+static char cgroup_cpu_stat_path[512];
+
+/*
+ * The memory cgroup's "kernel" counter. memory.stat flushes the per-CPU
+ * statistics only once enough pages changed (or every 2 s), which would hide
+ * small differences; reading cpu.stat flushes every controller's per-CPU
+ * statistics of the cgroup (cgroup_rstat_flush()) first.
+ */
 static long memcg_kernel(void)
 {
 	FILE *f;
@@ -544,6 +580,12 @@ static long memcg_kernel(void)
 
 	if (!memcg_stat_path[0])
 		return -1;
+	f = fopen(cgroup_cpu_stat_path, "r");
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			;
+		fclose(f);
+	}
 	f = fopen(memcg_stat_path, "r");
 	if (!f)
 		return -1;
@@ -566,6 +608,8 @@ static void memcg_find(void)
 			line[strcspn(line, "\n")] = 0;
 			snprintf(memcg_stat_path, sizeof(memcg_stat_path),
 				 "/sys/fs/cgroup%s/memory.stat", line + 3);
+			snprintf(cgroup_cpu_stat_path, sizeof(cgroup_cpu_stat_path),
+				 "/sys/fs/cgroup%s/cpu.stat", line + 3);
 		}
 	}
 	fclose(f);
