@@ -56,7 +56,7 @@ jobs_for() {
       echo "exit $w 50 5"
     done
     echo "nopoll exit hlt_ipi 50 5"
-    echo "mem 8"; echo "start 3"; return
+    echo "mem 8"; echo "start 10"; return
   fi
   case "$1" in
     qemu) cat <<'EOF'
