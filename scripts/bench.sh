@@ -2,13 +2,16 @@
 # Benchmarks of kvm-rs against the C KVM of the same tree, side by side in
 # one boot of the test VM: exit cost, kernel memory per VM and vCPU, VM
 # start-up (tools/testing/selftests/kvm/bench/kvm_bench.c). Two emulators:
-#   qemu   QEMU TCG, -cpu max (AMD SVM): real time, noisy. The modules
-#          alternate (rs c rs c ...) for ROUNDS rounds; medians are reported.
-#   bochs  Bochs, corei7_skylake_x (Intel VMX), "clock: sync=none": the
-#          guest's clock follows emulated instructions, so a figure is the
-#          same on every run (ROUNDS there only shows that it is).
+#   qemu         QEMU TCG, -cpu max (AMD SVM): real time, noisy. The modules
+#                alternate (rs c, c rs, ...) for ROUNDS rounds; medians.
+#   qemu-icount  the same VM with "-icount shift=3,sleep=off": the guest's
+#                clock follows emulated instructions (8 ns each), so a figure
+#                is the same on every run: a noise-free SVM comparison.
+#   bochs        Bochs, corei7_skylake_x (Intel VMX), "clock: sync=none":
+#                likewise deterministic, in TSC cycles (one per instruction).
+# ROUNDS under the deterministic two only shows that the figures repeat.
 #
-#   scripts/bench.sh [EMU=qemu|bochs|all] [ROUNDS=N] [SMOKE=1] [OUT=file]
+#   scripts/bench.sh [EMU=qemu|qemu-icount|bochs|all] [ROUNDS=N] [SMOKE=1] [OUT=file]
 #                    [MODULES="rs c"] [JOBS=file] [CONSOLE=file] [VERBOSE=1]
 #                    [ENV="VAR=value ..."]   (environment of kvm_bench in the VM)
 #
@@ -16,7 +19,7 @@
 # the C KVM and their ratio kvm-rs / C KVM (below 1.0: kvm-rs better; times
 # and bytes, VM start-up as time per VM). The tables, the command and the raw
 # figures also go to OUT (default: a dated file in the cache's bench/
-# directory). Defaults: ROUNDS=9 under QEMU, 2 under Bochs. SMOKE=1 is the CI run: a few
+# directory). Defaults: ROUNDS=9 under QEMU, 2 otherwise. SMOKE=1 is the CI run: a few
 # iterations, one round, QEMU only; it checks that every figure is produced
 # for both modules and times nothing. Exit status 1 when a job failed, a
 # figure is missing or the VM did not finish.
@@ -32,7 +35,7 @@ for a in "$@"; do
   esac
 done
 [ -n "$SMOKE" ] && [ "$EMU" = all ] && EMU=qemu
-case "$EMU" in qemu|bochs|all) ;; *) echo "bench: EMU must be qemu, bochs or all" >&2; exit 2 ;; esac
+case "$EMU" in qemu|qemu-icount|bochs|all) ;; *) echo "bench: EMU must be qemu, qemu-icount, bochs or all" >&2; exit 2 ;; esac
 BENCHDIR=$KVMRS_ROOT/tools/testing/selftests/kvm/bench
 OUTDIR=$KVMRS_CACHE/bench
 KERNEL=$KTREE/arch/x86/boot/bzImage
@@ -44,11 +47,15 @@ log "building kvm_bench"
 make -s -C "$BENCHDIR" KTREE="$KTREE" UPSTREAM_OUT="$SELFTEST_OUT/upstream" OUTPUT="$OUTDIR" || exit 2
 
 # The jobs: "kind args" lines for kvm_bench ("nopoll JOB": JOB with the C
-# KVM's halt polling off). Under QEMU TCG an exit costs 0.1 to 0.5 ms and an
-# IPI round trip milliseconds: a figure takes a few seconds. Bochs figures do
-# not need averaging: fewer iterations, and no start-up figure (creating and
-# destroying a VM is dominated there by idle waits for RCU grace periods,
-# which Bochs emulates slowly; QEMU gives that figure).
+# KVM's halt polling off; "upto N JOB": in the first N rounds only). Under
+# QEMU TCG an exit costs 0.05 to 0.5 ms and an IPI round trip milliseconds:
+# a figure takes a second or so. The deterministic runs need no averaging:
+# fewer iterations; memory figures again only under Bochs, for the VMX
+# backends (one VM of each size: Bochs is slow to create and destroy). Under
+# icount TCG runs the two vCPUs round-robin, so an IPI round trip would
+# measure TCG's time slice: no hlt_ipi there. Under Bochs no start-up figure:
+# creating and destroying a VM is dominated by idle waits for RCU grace
+# periods, which Bochs emulates tick by tick (minutes per VM).
 jobs_for() {
   if [ -n "$JOBS" ]; then cat "$JOBS"; return; fi
   if [ -n "$SMOKE" ]; then
@@ -67,11 +74,23 @@ exit pio_out 5000
 exit mmio_write 5000
 exit mmio_read 5000
 exit coalesced 5000
-exit pci_hole 20000
+exit pci_hole 200000
 exit hlt_ipi 500
 nopoll exit hlt_ipi 500
 upto 3 mem 64
 start 50
+EOF
+    ;;
+    qemu-icount) cat <<'EOF'
+exit cpuid 1000
+exit hypercall 1000
+exit rdmsr 1000
+exit pio_out 500
+exit mmio_write 500
+exit mmio_read 500
+exit coalesced 1000
+exit pci_hole 100000
+start 10
 EOF
     ;;
     bochs) cat <<'EOF'
@@ -82,7 +101,7 @@ exit pio_out 500
 exit mmio_write 500
 exit mmio_read 500
 exit coalesced 1000
-exit pci_hole 1000
+exit pci_hole 100000
 exit hlt_ipi 100
 nopoll exit hlt_ipi 100
 mem 1
@@ -119,8 +138,10 @@ run_vm() {
   # Under Bochs, expedited RCU grace periods: a normal one waits jiffies in an
   # idle guest, which Bochs emulates tick by tick (minutes per VM destroyed).
   [ "$emu" = bochs ] && append+=" rcupdate.rcu_expedited=1"
-  if [ "$emu" = qemu ]; then
-    timeout -s KILL "$tmo" qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 3G \
+  if [ "$emu" != bochs ]; then
+    local icount=""
+    [ "$emu" = qemu-icount ] && icount="-icount shift=3,sleep=off"
+    timeout -s KILL "$tmo" qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 3G $icount \
       -display none -monitor none -no-reboot \
       -kernel "$KERNEL" -initrd "$RUN/initrd.gz" -append "$append" \
       -serial "file:$RUN/console" -serial "file:$RUN/results" >/dev/null 2>"$RUN/emu.err" &
@@ -210,6 +231,8 @@ report() {
     END {
       if (emu == "qemu")
         print "QEMU TCG -cpu max (AMD SVM), host real time, medians of " rounds " rounds (pairs back to back, order alternating)"
+      else if (emu == "qemu-icount")
+        print "QEMU TCG -cpu max (AMD SVM) with -icount shift=3: virtual time, 8 ns per emulated instruction, medians of " rounds " rounds"
       else
         print "Bochs corei7_skylake_x (Intel VMX), clock sync=none: TSC cycles (one per emulated instruction), medians of " rounds " rounds"
       print ""
@@ -266,7 +289,7 @@ trap 'rm -rf "$RUN"' EXIT
 status=0
 tables=""
 raw=""
-for emu in qemu bochs; do
+for emu in qemu qemu-icount bochs; do
   [ "$EMU" = all ] || [ "$EMU" = "$emu" ] || continue
   if [ "$emu" = qemu ]; then r=${ROUNDS:-9}; tmo=3000; else r=${ROUNDS:-2}; tmo=3000; fi
   [ -n "$SMOKE" ] && { r=1; [ "$emu" = qemu ] && tmo=300; }
