@@ -236,8 +236,8 @@ report() {
       else
         print "Bochs corei7_skylake_x (Intel VMX), clock sync=none: TSC cycles (one per emulated instruction), medians of " rounds " rounds"
       print ""
-      printf "| %-24s | %-5s | %10s | %10s | %6s | %6s | %-11s |\n", "figure", "unit", "kvm-rs", "C KVM", "rs/C", "paired", "spread rs,C"
-      printf "|%s|%s|%s|%s|%s|%s|%s|\n", "--------------------------", "-------", "------------", "------------", "--------", "--------", "-------------"
+      printf "| %-34s | %-9s | %10s | %10s | %6s | %6s | %-11s |\n", "figure", "unit", "kvm-rs", "C KVM", "rs/C", "paired", "spread rs,C"
+      printf "|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------------------", "-----------", "------------", "------------", "--------", "--------", "-------------"
       for (i = 1; i <= nk; i++) {
         k = order[i]; ck = k; label = k
         # The C KVM has no PCI hole: its MMIO read exit is the comparison point.
@@ -248,7 +248,7 @@ report() {
         for (j in rr) { q = rr[j]; if (q in done) continue; done[q] = 1
           if (((k, "rs", q) in one) && ((ck, "c", q) in one) && one[ck, "c", q] > 0) pr = pr " " one[k, "rs", q] / one[ck, "c", q] }
         paired = (pr == "") ? "-" : sprintf("%.2f", median(pr))
-        printf "| %-24s | %-5s | %10s | %10s | %6s | %6s | %-11s |\n", label, units[k], fmt(r), fmt(c), ratio, paired, spread(vals[k, "rs"]) "," spread(vals[ck, "c"])
+        printf "| %-34s | %-9s | %10s | %10s | %6s | %6s | %-11s |\n", label, units[k], fmt(r), fmt(c), ratio, paired, spread(vals[k, "rs"]) "," spread(vals[ck, "c"])
       }
     }' "$RUN/figures"
 }
