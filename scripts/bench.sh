@@ -153,9 +153,12 @@ run_vm() {
   # Each job's start is noted with the host's clock ($RUN/arrivals).
   : > "$RUN/arrivals"
   while :; do
-    n=$(grep -c '^@@BENCHTRACE' "$RUN/results" 2>/dev/null)
+    # Complete lines only: the serial port may be in the middle of one.
+    head -c "$(stat -c %s "$RUN/results")" "$RUN/results" > "$RUN/results.now"
+    [ -z "$(tail -c1 "$RUN/results.now")" ] || sed -i '$d' "$RUN/results.now"
+    n=$(grep -c '^@@BENCHTRACE' "$RUN/results.now")
     if [ "${n:-0}" -gt $n0 ]; then
-      grep '^@@BENCHTRACE' "$RUN/results" | tail -n $((n - n0)) | sed "s/^/$((SECONDS - t0)) /" >> "$RUN/arrivals"
+      grep '^@@BENCHTRACE' "$RUN/results.now" | tail -n $((n - n0)) | sed "s/^/$((SECONDS - t0)) /" >> "$RUN/arrivals"
       n0=$n
     fi
     kill -0 $pid 2>/dev/null || break
