@@ -12,7 +12,10 @@
  * Environment: KVM_BENCH_UNIT=cycles times with the TSC instead of
  * CLOCK_MONOTONIC; KVM_BENCH_CHUNKS (default 10): timed loops are split in
  * that many chunks and the fastest is the figure; KVM_BENCH_SETTLE_MS
- * (default 500) is the pause before each memory reading.
+ * (default 500) is the pause before each memory reading. For diagnosis of
+ * hlt_ipi: KVM_BENCH_HIST=1 prints the round trips and ICR writes by guest
+ * TSC cycles (log2 buckets), KVM_BENCH_PIN=1 pins the sender's thread to
+ * CPU 0 and the halter's to CPU 1.
  *
  * Exit workloads, each a small guest timed over ITERATIONS round trips from
  * user space (CLOCK_MONOTONIC around each of 10 chunks of the loop, after
