@@ -7,6 +7,8 @@
 #   make vmtest KVM=rs|c TESTS="name ..." [CPU=max] [SMP=2] [SHOW_OUTPUT=1]
 #   make baseline [KVM=c]    all 85 upstream selftests -> tools/testing/selftests/kvm/baseline/
 #   make host-test           cargo test of the hardware-independent files
+#   make bench [EMU=qemu|bochs] [ROUNDS=N]   kvm-rs against the C KVM: exit cost, memory, start-up
+#   make bench-smoke         the same with a few iterations, QEMU only: checks it works (CI)
 #   make setup | build | kernel | module | selftests | initramfs
 
 KVM ?= rs
@@ -16,7 +18,10 @@ SMP ?= 2
 SHOW_OUTPUT ?=
 S := scripts
 
-.PHONY: run test vmtest baseline host-test setup build kernel module selftests initramfs
+EMU ?= all
+ROUNDS ?=
+
+.PHONY: run test vmtest baseline host-test setup build kernel module selftests initramfs bench bench-smoke
 
 run: setup build
 	bash $(S)/vmtest.sh KVM=rs TESTS="kvm-rs/kvm_rs_demo" SHOW_OUTPUT=1
@@ -29,6 +34,12 @@ vmtest: build
 
 baseline: build
 	bash $(S)/baseline.sh KVM="$(KVM)"
+
+bench: build
+	bash $(S)/bench.sh EMU="$(EMU)" $(if $(ROUNDS),ROUNDS=$(ROUNDS))
+
+bench-smoke: build
+	bash $(S)/bench.sh SMOKE=1
 
 host-test:
 	cd tools/testing/kvm-rs-host && cargo test
