@@ -64,6 +64,17 @@ run_suite "vm: kvm-rs load without SVM/VMX" bash scripts/vmtest.sh KVM=none CPU=
 run_suite "vm: C KVM (QEMU, SVM)" bash scripts/vmtest.sh KVM=c \
   TESTS="$PROJECT_TESTS kvm_binary_stats_test guest_print_test x86_64/cpuid_test x86_64/set_sregs_test"
 
+# 5. The benchmarks' smoke run (make bench-smoke): every figure produced for both
+#    modules with a few iterations; checks that it works, times nothing.
+bench_smoke() {
+  local out; out=$(mktemp)
+  bash scripts/bench.sh SMOKE=1 OUT="$out"; local rc=$?
+  rm -f "$out"
+  if [ $rc = 0 ]; then echo "1 passed, 0 failed, 0 skipped"; else echo "0 passed, 1 failed, 0 skipped"; fi
+  return $rc
+}
+run_suite "bench: smoke run (QEMU, kvm-rs and C KVM)" bench_smoke
+
 echo "=== summary"
 [ $suites_failed = 0 ] || echo "$suites_failed suite(s) failed"
 echo "$P passed, $F failed, $S skipped"
