@@ -15,7 +15,8 @@
  *   flag added to or dropped from an existing slot, a resize, an overlap;
  *   KVM_GET_DIRTY_LOG of a hole.
  * - Guest reads of 1, 2, 4, 8 and 16 bytes (and REP MOVSB across the hole's
- *   pages) return all ones and do not exit.
+ *   pages) return all ones and do not exit: the vCPU statistics count no
+ *   MMIO exit, and once the pages are mapped no exit in the kernel either.
  * - Guest writes of 1, 2, 4, 8 bytes exit as MMIO writes with their data,
  *   before and after the page was read, and are not stored.
  * - Moving the slot: reads at the old address exit as MMIO (no slot), reads
@@ -244,7 +245,32 @@ static void expect_mmio(struct kvm_vcpu *vcpu, uint64_t addr, uint32_t len, bool
 
 static uint8_t g_buf[256];
 
-static void guest_reads(void)
+/* One vCPU statistic, by name, from the vCPU's binary stats file. */
+static uint64_t vcpu_stat(struct kvm_vcpu *vcpu, const char *name)
+{
+	struct kvm_stats_header header;
+	struct kvm_stats_desc *descs, *d;
+	uint64_t v = 0;
+	bool found = false;
+	int fd = vcpu_get_stats_fd(vcpu), i;
+
+	read_stats_header(fd, &header);
+	descs = read_stats_descriptors(fd, &header);
+	for (i = 0; i < header.num_desc; i++) {
+		d = get_stats_descriptor(descs, i, &header);
+		if (!strcmp(d->name, name)) {
+			read_stat_data(fd, &header, d, &v, 1);
+			found = true;
+			break;
+		}
+	}
+	free(descs);
+	close(fd);
+	TEST_ASSERT(found, "no vCPU statistic %s", name);
+	return v;
+}
+
+static void hole_reads(void)
 {
 	static const uint64_t offs[] = { 0, 1, 0x7ff, 0xff0, 0x1000, 0x2abc, 0x3ff0 };
 	uint64_t lo, hi, rsi, rdi, rcx;
@@ -276,6 +302,14 @@ static void guest_reads(void)
 	for (i = 0; i < sizeof(g_buf); i++)
 		__GUEST_ASSERT(g_buf[i] == 0xff, "byte %u copied from the hole is 0x%x",
 			       i, g_buf[i]);
+}
+
+static void guest_reads(void)
+{
+	/* The first pass maps the pages; the second touches only mapped ones. */
+	hole_reads();
+	GUEST_SYNC(1);
+	hole_reads();
 	GUEST_DONE();
 }
 
@@ -286,10 +320,28 @@ TEST(guest_reads_all_ones)
 
 	if (!has_hole())
 		SKIP(return, "no KVM_CAP_KVMRS_PCI_HOLE (%s)", kvm_rs_kvm_name());
+	uint64_t mmio, npf, io;
+
 	vm = hole_vm(&vcpu, guest_reads);
-	/* No exit but the final ucall: a read that exited fails here. */
+	/* No exit but the ucalls: a read that exited fails here. */
 	vcpu_run(vcpu);
-	expect_ucall(vcpu, -1, "reads of the hole");
+	expect_ucall(vcpu, 1, "reads of the hole, first pass");
+	mmio = vcpu_stat(vcpu, "mmio_exits");
+	npf = vcpu_stat(vcpu, "npt_faults");
+	io = vcpu_stat(vcpu, "io_exits");
+	ASSERT_EQ(mmio, 0);
+	/* The first pass did fault the pages in: the statistic counts. */
+	ASSERT_GT(npf, 0);
+	vcpu_run(vcpu);
+	expect_ucall(vcpu, -1, "reads of the hole, second pass");
+	/*
+	 * The statistics show it: no MMIO exit at all, and once the pages are
+	 * mapped, reads of every size take no exit in the kernel either (the
+	 * only exit of the second pass is the ucall's port I/O).
+	 */
+	ASSERT_EQ(vcpu_stat(vcpu, "mmio_exits"), 0);
+	ASSERT_EQ(vcpu_stat(vcpu, "npt_faults"), npf);
+	ASSERT_EQ(vcpu_stat(vcpu, "io_exits"), io + 1);
 	kvm_vm_free(vm);
 }
 
