@@ -48,7 +48,10 @@ reason() {
 }
 
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/kvmrs-vmtest.XXXXXX")
-trap 'rm -rf "$RUN"' EXIT
+QPID=""
+# Stopped or failing, vmtest never leaves a VM behind.
+trap '[ -n "$QPID" ] && kill -TERM $QPID 2>/dev/null; rm -rf "$RUN"' EXIT
+trap 'exit 143' TERM INT HUP
 n=0
 for t in $TESTS; do n=$((n + 1)); done
 
@@ -65,7 +68,7 @@ declare -A seen=()
 # reported). A test that hangs or brings the VM down is reported as failed
 # and the remaining tests run in a new boot.
 boot() {
-  local list=$1 t line tmo args total_tmo=0 l st left deadline QPID
+  local list=$1 t line tmo args total_tmo=0 l st left deadline
   rm -rf "$RUN/root"; mkdir -p "$RUN/root/run"
   for t in $list; do
     line=$(grep -E "^$t( |$)" "$CONF" | sed 's/ *#.*//' || true)
@@ -94,9 +97,9 @@ boot() {
   deadline=$((SECONDS + BOOT_TMO)); current="(boot)"; hung=""; done_seen=0
   while :; do
     left=$((deadline - SECONDS))
-    [ $left -gt 0 ] || { hung=$current; kill -KILL $QPID 2>/dev/null; break; }
+    [ $left -gt 0 ] || { hung=$current; kill -TERM $QPID 2>/dev/null; break; }
     IFS= read -r -t "$left" l; st=$?
-    [ $st -gt 128 ] && { hung=$current; kill -KILL $QPID 2>/dev/null; break; }
+    [ $st -gt 128 ] && { hung=$current; kill -TERM $QPID 2>/dev/null; break; }
     [ $st = 0 ] || break
     l=${l%$'\r'}
     case "$l" in
@@ -129,6 +132,7 @@ boot() {
     esac
   done < <(tail -n +1 -f --pid=$QPID "$RUN/results" 2>/dev/null)
   wait $QPID 2>/dev/null
+  QPID=""
   [ -n "$CONSOLE" ] && cat "$RUN/console" >> "$CONSOLE"
   return 0
 }
