@@ -7,7 +7,13 @@ set -uo pipefail
 cd "$KVMRS_ROOT"
 ST=tools/testing/selftests/kvm
 
+# Elapsed time on every stage line: CI has a hard limit, so its log must say
+# where the time went.
+T0=$SECONDS
+stamp() { echo "=== [$((SECONDS - T0)) s] $*"; }
+stamp "setup"
 bash scripts/setup-deps.sh || exit 1
+stamp "build"
 bash scripts/build.sh || exit 1
 
 P=0; F=0; S=0; suites_failed=0
@@ -21,12 +27,12 @@ tally() {
 }
 run_suite() {
   local name=$1; shift
-  echo "=== $name"
+  stamp "$name"
   local log; log=$(mktemp)
   "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   tally "$log"; rm -f "$log"
-  [ "$rc" = 0 ] || { suites_failed=$((suites_failed + 1)); echo "=== $name: FAILED (rc $rc)"; }
+  [ "$rc" = 0 ] || { suites_failed=$((suites_failed + 1)); stamp "$name: FAILED (rc $rc)"; }
 }
 
 # 1. Host tests of the hardware-independent code.
@@ -75,7 +81,7 @@ bench_smoke() {
 }
 run_suite "bench: smoke run (QEMU, kvm-rs and C KVM)" bench_smoke
 
-echo "=== summary"
+stamp "summary"
 [ $suites_failed = 0 ] || echo "$suites_failed suite(s) failed"
 echo "$P passed, $F failed, $S skipped"
 [ $suites_failed = 0 ] && [ $F = 0 ]
