@@ -168,6 +168,25 @@ fn now_ns() -> u64 {
     kernel::time::Ktime::ktime_get().to_ns() as u64
 }
 
+/// The guest CPUID bits a guest page walk depends on.
+#[derive(Clone, Copy, Debug)]
+struct WalkCaps {
+    maxphyaddr: u8,
+    gbpages: bool,
+    /// An AMD-compatible vendor ("AuthenticAMD", "HygonGenuine").
+    amd: bool,
+}
+
+impl WalkCaps {
+    fn of(entries: &[CpuidEntry]) -> Self {
+        Self {
+            maxphyaddr: cpuid::guest_maxphyaddr(entries),
+            gbpages: cpuid::has(entries, feature::GBPAGES),
+            amd: matches!(cpuid::find(entries, 0, 0), Some(e) if e.ebx == 0x6874_7541 || e.ebx == 0x6f67_7948),
+        }
+    }
+}
+
 /// An x86 vCPU.
 pub(crate) struct X86Vcpu<B: Backend> {
     vm: Arc<X86VmShared<B>>,
@@ -176,6 +195,9 @@ pub(crate) struct X86Vcpu<B: Backend> {
     gprs: [u64; 16],
     rip: u64,
     cpuid: KVec<CpuidEntry>,
+    /// What guest page walks need from `cpuid`, derived once per table
+    /// (every emulated instruction fetch walks the guest's page tables).
+    walk_caps: WalkCaps,
     /// The table of `KVM_GET_SUPPORTED_CPUID`, for validation.
     supported_xcr0: u64,
     /// KVM_RUN ran at least once (CPUID changes are then refused).
@@ -245,6 +267,7 @@ impl<B: Backend> X86Vcpu<B> {
             hw,
             gprs: [0; 16],
             rip: 0xfff0,
+            walk_caps: WalkCaps::of(&cpuid),
             cpuid,
             supported_xcr0,
             ran: false,
@@ -319,7 +342,7 @@ impl<B: Backend> X86Vcpu<B> {
     }
 
     fn guest_is_amd(&self) -> bool {
-        matches!(cpuid::find(&self.cpuid, 0, 0), Some(e) if e.ebx == 0x6874_7541 || e.ebx == 0x6f67_7948)
+        self.walk_caps.amd
     }
 
     fn runtime_state(&self) -> cpuid::RuntimeState {
@@ -350,9 +373,9 @@ impl<B: Backend> X86Vcpu<B> {
             cr3: self.hw.cr3(),
             cr4: self.hw.cr4(),
             efer: self.hw.efer(),
-            maxphyaddr: cpuid::guest_maxphyaddr(&self.cpuid),
-            gbpages: self.has(feature::GBPAGES),
-            amd: self.guest_is_amd(),
+            maxphyaddr: self.walk_caps.maxphyaddr,
+            gbpages: self.walk_caps.gbpages,
+            amd: self.walk_caps.amd,
         }
     }
 
@@ -444,6 +467,24 @@ impl<B: Backend> X86Vcpu<B> {
 
     /// The bytes at CS:RIP, up to 15, fewer if the fetch runs into a page it
     /// cannot read. `None` if not even the first byte can be fetched.
+    /// The length of the instruction at RIP. An instruction that ends before
+    /// the page does is decoded without walking the next page (the fetch of
+    /// [`Self::fetch_insn`] takes 15 bytes, which may cross into it).
+    fn insn_len_at_rip(&self, vm: &Vm, mode: ExecMode) -> Option<core::result::Result<usize, emulate::DecodeError>> {
+        let start = self.linear(Seg::Cs, self.rip);
+        let in_page = 4096 - (start & 0xfff) as usize;
+        if in_page < emulate::MAX_INSN_LEN {
+            let mut buf = [0u8; emulate::MAX_INSN_LEN];
+            let gpa = self.translate(vm, start, false, true).ok()?;
+            vm.read_guest(gpa, &mut buf[..in_page]).ok()?;
+            match emulate::insn_len(&buf[..in_page], mode) {
+                Err(emulate::DecodeError::Truncated) => {}
+                r => return Some(r),
+            }
+        }
+        self.fetch_insn(vm).map(|(b, n)| emulate::insn_len(&b[..n], mode))
+    }
+
     fn fetch_insn(&self, vm: &Vm) -> Option<([u8; emulate::MAX_INSN_LEN], usize)> {
         let mut buf = [0u8; emulate::MAX_INSN_LEN];
         let start = self.linear(Seg::Cs, self.rip);
@@ -1072,6 +1113,7 @@ impl<B: Backend> X86Vcpu<B> {
             // EINVAL as in 6.12 (later kernels answer EBUSY).
             return if same { Ok(0) } else { Err(EINVAL) };
         }
+        self.walk_caps = WalkCaps::of(&entries);
         self.cpuid = entries;
         self.cpuid_set = true;
         self.update_lapic_caps();
@@ -1369,7 +1411,7 @@ impl<B: Backend> X86Vcpu<B> {
             return Flow::Resume;
         }
         let mode = self.exec_mode();
-        match self.fetch_insn(ctx.vm).map(|(b, n)| emulate::insn_len(&b[..n], mode)) {
+        match self.insn_len_at_rip(ctx.vm, mode) {
             Some(Ok(len)) => {
                 self.rip = self.rip.wrapping_add(len as u64);
                 if mode != ExecMode::Long64 {
