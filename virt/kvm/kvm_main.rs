@@ -248,6 +248,22 @@ pub(crate) struct Hva {
     pub(crate) log_dirty: bool,
 }
 
+/// A user-memory slot's frames and user address (see `Vm::user_slot_of`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlotRange {
+    pub(crate) base_gfn: u64,
+    pub(crate) npages: u64,
+    pub(crate) hva: u64,
+}
+
+impl SlotRange {
+    /// The user address of byte `gpa`, if its frame is in the slot.
+    pub(crate) fn hva_of(&self, gpa: u64) -> Option<u64> {
+        let off = (gpa >> 12).checked_sub(self.base_gfn).filter(|&f| f < self.npages)?;
+        Some(self.hva.wrapping_add(off << 12).wrapping_add(gpa & 0xfff))
+    }
+}
+
 /// What a memory slot puts behind a guest frame.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Backing {
@@ -418,6 +434,19 @@ impl Vm {
             })
         };
         Some((b, self.mem_generation()))
+    }
+
+    /// The user-memory slot holding guest frame `gfn`, as its frame range
+    /// and user address (`None` for no slot or a PCI hole), for callers that
+    /// read several frames of one slot in a row (guest page walks).
+    pub(crate) fn user_slot_of(&self, gfn: u64) -> Option<SlotRange> {
+        let mem = self.mem.lock();
+        let slot = memslots::find_by_gfn(&mem.slots, gfn)?;
+        (!slot.is_pci_hole()).then(|| SlotRange {
+            base_gfn: slot.base_gfn,
+            npages: slot.npages,
+            hva: slot.hva_of(slot.base_gfn),
+        })
     }
 
     /// Copies guest memory at `gpa` into `buf` (C: `kvm_read_guest()`),

@@ -15,7 +15,7 @@ use super::msrs::{self, *};
 use super::pio::{self, StringIo};
 use super::regs::{gpr, KvmDebugRegs, KvmFpu, KvmRegs, KvmSegment, KvmSregs, KvmVcpuEvents, Seg};
 use super::{ApicRouter, VcpuShared, X86VmShared, IN_GUEST_MODE, OUTSIDE_GUEST_MODE};
-use crate::kvm_main::{ArchVcpu, Backing, VcpuCtx, Vm};
+use crate::kvm_main::{ArchVcpu, Backing, SlotRange, VcpuCtx, Vm};
 use crate::stats::VcpuStat;
 use crate::uapi::{self, exit, internal, run};
 use core::sync::atomic::Ordering;
@@ -148,17 +148,46 @@ pub(crate) fn xsave2_size(supported: &[CpuidEntry]) -> usize {
 }
 
 /// Guest memory for the page-table walker, read through the memory slots.
-struct WalkMem<'a>(&'a Vm);
+/// Guest memory for one page walk. The slot of the last entry read is kept
+/// for the next one (page tables mostly sit in one slot), as the C KVM's
+/// last-used-slot cache does; it lives for one walk only. Entries are
+/// naturally aligned, so none crosses a page.
+struct WalkMem<'a> {
+    vm: &'a Vm,
+    slot: Option<SlotRange>,
+}
+
+impl<'a> WalkMem<'a> {
+    fn new(vm: &'a Vm) -> Self {
+        Self { vm, slot: None }
+    }
+
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> core::result::Result<(), ()> {
+        let hva = match self.slot.and_then(|s| s.hva_of(gpa)) {
+            Some(h) => h,
+            None => {
+                // Not in a user-memory slot (a PCI hole, no slot): the
+                // general path answers.
+                let Some(s) = self.vm.user_slot_of(gpa >> 12) else {
+                    return self.vm.read_guest(gpa, buf).map_err(|_| ());
+                };
+                self.slot = Some(s);
+                s.hva_of(gpa).ok_or(())?
+            }
+        };
+        UserSlice::new(hva as usize, buf.len()).reader().read_slice(buf).map_err(|_| ())
+    }
+}
 
 impl GuestMem for WalkMem<'_> {
     fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, ()> {
         let mut b = [0u8; 8];
-        self.0.read_guest(gpa, &mut b).map_err(|_| ())?;
+        self.read(gpa, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
     fn read_u32(&mut self, gpa: u64) -> core::result::Result<u32, ()> {
         let mut b = [0u8; 4];
-        self.0.read_guest(gpa, &mut b).map_err(|_| ())?;
+        self.read(gpa, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 }
@@ -410,7 +439,7 @@ impl<B: Backend> X86Vcpu<B> {
             user: self.hw.cpl() == 3,
             smap_override: self.hw.rflags() & (1 << 18) != 0,
         };
-        paging_tmpl::translate(&mut WalkMem(vm), &self.paging_ctx(), gva, access).map(|t| t.gpa)
+        paging_tmpl::translate(&mut WalkMem::new(vm), &self.paging_ctx(), gva, access).map(|t| t.gpa)
     }
 
     /// Queues the exception a failed walk calls for.
@@ -2333,7 +2362,7 @@ impl<B: Backend> X86Vcpu<B> {
         let mut out = [0u8; 24];
         out[0..8].copy_from_slice(&la.to_ne_bytes());
         let access = Access { write: false, fetch: false, user: false, smap_override: true };
-        match paging_tmpl::translate(&mut WalkMem(ctx.vm), &self.paging_ctx(), la, access) {
+        match paging_tmpl::translate(&mut WalkMem::new(ctx.vm), &self.paging_ctx(), la, access) {
             Ok(t) => {
                 out[8..16].copy_from_slice(&t.gpa.to_ne_bytes());
                 out[16] = 1; // valid
