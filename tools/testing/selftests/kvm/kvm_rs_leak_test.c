@@ -10,7 +10,7 @@
  * iterations each are measured: the kernel's used memory (MemTotal -
  * MemFree), unreclaimable slab, and the objects in use in every slab cache
  * (/sys/kernel/slab/<cache>/objects, after <cache>/shrink flushed the per-CPU
- * slabs). Something that grows by a fixed amount per VM grows in both phases;
+ * slabs), each after RCU grace periods and 6 s for deferred frees. Something that grows by a fixed amount per VM grows in both phases;
  * noise does not. The test fails if a measure grows in both phases by more
  * than: 4 pages per VM for used memory (it moves by megabytes as the page
  * allocator's per-CPU lists fill and drain; a VM's VMCB, kvm_run pages and
@@ -39,6 +39,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <linux/kvm.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
 
 #include "kselftest_harness.h"
 
@@ -206,8 +208,16 @@ static void snapshot(struct snapshot *s)
 	ssize_t n;
 	int fd;
 
-	/* Let RCU-deferred frees happen, drop caches, flush per-CPU slabs. */
-	sleep(1);
+	/*
+	 * Let RCU-deferred frees happen: end a grace period now (membarrier's
+	 * global command waits for one), then give the callbacks and the
+	 * kvfree_rcu() batches (drained every 5 s) time to run; a loaded
+	 * machine otherwise shows the C KVM's deferred frees as growth. Then
+	 * drop caches and flush the per-CPU slabs.
+	 */
+	syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
+	sleep(6);
+	syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
 	sync();
 	write_file("/proc/sys/vm/drop_caches", "3");
 	dir = opendir("/sys/kernel/slab");
