@@ -203,8 +203,9 @@ pub(crate) fn probe() -> Result<(Arc<dyn Arch>, Vendor)> {
         let arch: Arc<dyn Arch> = Arc::new(X86::new(b)?, GFP_KERNEL)?;
         Ok((arch, Vendor::Svm))
     } else if x86::boot_cpu_has(x86::Feature::Vmx) {
-        vmx::probe()?;
-        Err(EOPNOTSUPP)
+        let b = vmx::Vmx::new()?;
+        let arch: Arc<dyn Arch> = Arc::new(X86::new(b)?, GFP_KERNEL)?;
+        Ok((arch, Vendor::Vmx))
     } else {
         pr_err!("no hardware virtualization: the CPU has neither SVM nor VMX\n");
         Err(EOPNOTSUPP)
