@@ -417,6 +417,16 @@ impl Vmx {
             if cfg.proc2 & proc2::ENABLE_VPID != 0 { ", VPID" } else { "" },
             cfg.basic.revision
         );
+        pr_info!(
+            "vmx: controls: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}; INVEPT {:?}, INVVPID {:?}\n",
+            cfg.pin,
+            cfg.proc,
+            cfg.proc2,
+            cfg.exit,
+            cfg.entry,
+            cfg.flush.invept,
+            cfg.flush.invvpid
+        );
         Ok(Self { shared, _hp: hp, _emergency: emergency, msr_bitmap: Arc::new(bitmap, GFP_KERNEL)? })
     }
 }
