@@ -1283,6 +1283,7 @@ impl<B: Backend> X86Vcpu<B> {
             }
             self.inject_events(ctx);
             self.hw.prepare_entry();
+            let seen = (self.tlb_gen_seen, self.last_cpu);
             let (exit, next) = {
                 let irq = IrqDisabled::new();
                 let cpu = irq.cpu();
@@ -1331,6 +1332,13 @@ impl<B: Backend> X86Vcpu<B> {
                 }
                 r
             };
+            if let Exit::NotEntered = exit {
+                // Nothing ran: a flush asked for is still owed, and the
+                // event programmed for this entry goes back to be injected.
+                (self.tlb_gen_seen, self.last_cpu) = seen;
+                self.undo_injection();
+                continue;
+            }
             // CR8 writes do not exit: the guest's TPR comes back from the
             // hardware (C: `sync_cr8_to_lapic()`).
             let cr8 = u64::from(self.hw.tpr());
@@ -1484,7 +1492,11 @@ impl<B: Backend> X86Vcpu<B> {
             Exit::TdpFault { gpa, write, fetch, present, on_table_walk } => {
                 self.handle_tdp_fault(ctx, gpa, write, fetch, present, on_table_walk)?
             }
-            Exit::ExternalInterrupt | Exit::Nmi => Flow::Resume,
+            // The TPR the guest lowered was synced above; the interrupt it
+            // blocked is looked at before the next entry.
+            Exit::ExternalInterrupt | Exit::Nmi | Exit::TprBelowThreshold => Flow::Resume,
+            // Handled in `run_loop`, never passed here.
+            Exit::NotEntered => Flow::Resume,
             Exit::InterruptWindow => {
                 if !self.irqchip()
                     && self.user_irq.is_none()
@@ -2216,6 +2228,8 @@ fn exit_stat(exit: &Exit) -> Option<VcpuStat> {
         | Exit::Exception { .. }
         | Exit::DrAccess { .. }
         | Exit::CrAccess { .. }
+        | Exit::TprBelowThreshold
+        | Exit::NotEntered
         | Exit::TaskSwitch
         | Exit::FailedEntry { .. }
         | Exit::Unknown { .. } => return None,
