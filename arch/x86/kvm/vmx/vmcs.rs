@@ -754,6 +754,17 @@ pub(crate) fn flush_caps(cap: u64) -> Result<FlushCaps, &'static str> {
     Ok(FlushCaps { invept, invvpid })
 }
 
+/// Whether kvm-rs uses VPIDs on a CPU with these capability MSRs
+/// (`IA32_VMX_PROCBASED_CTLS2`, `IA32_VMX_EPT_VPID_CAP`): "enable VPID" can
+/// be set and INVVPID has single- or all-context invalidation (C:
+/// `cpu_has_vmx_vpid()` and the INVVPID checks of `hardware_setup()`). The
+/// backend's probe and `kvm_intel.ko`'s `vpid` parameter both ask this.
+pub(crate) fn vpid_usable(proc2_cap: u64, ept_vpid_cap: u64) -> bool {
+    (proc2_cap >> 32) as u32 & proc2::ENABLE_VPID != 0
+        && ept_vpid_cap & ept_cap::INVVPID != 0
+        && ept_vpid_cap & (ept_cap::INVVPID_SINGLE | ept_cap::INVVPID_ALL) != 0
+}
+
 /// EPT entries and the EPT pointer (SDM 29.3.2 and 25.6.11).
 pub(crate) mod ept {
     /// Read access.
@@ -1519,6 +1530,24 @@ mod tests {
         let c = flush_caps(base | ept_cap::INVEPT_ALL).unwrap();
         assert_eq!(c, FlushCaps { invept: InvType::All, invvpid: None });
         assert!(flush_caps(ept_cap::MEM_WB | ept_cap::INVEPT | ept_cap::INVEPT_ALL).is_err());
+    }
+
+    #[test]
+    fn vpid_needs_the_control_and_invvpid() {
+        let ctl = u64::from(proc2::ENABLE_VPID) << 32;
+        let inv = ept_cap::INVVPID | ept_cap::INVVPID_SINGLE;
+        assert!(vpid_usable(ctl, inv));
+        assert!(vpid_usable(ctl, ept_cap::INVVPID | ept_cap::INVVPID_ALL));
+        assert!(!vpid_usable(0, inv));
+        // Allowed-0 (must be one) bits do not make it settable.
+        assert!(!vpid_usable(u64::from(proc2::ENABLE_VPID), inv));
+        assert!(!vpid_usable(ctl, ept_cap::INVVPID));
+        assert!(!vpid_usable(ctl, ept_cap::INVVPID_SINGLE));
+        // Whenever it is usable, flush_caps offers an INVVPID type.
+        let base = ept_cap::WALK_4 | ept_cap::MEM_WB | ept_cap::INVEPT | ept_cap::INVEPT_SINGLE;
+        for cap in [inv, ept_cap::INVVPID | ept_cap::INVVPID_ALL, ept_cap::INVVPID, 0] {
+            assert_eq!(vpid_usable(ctl, cap), flush_caps(base | cap).unwrap().invvpid.is_some());
+        }
     }
 
     #[test]

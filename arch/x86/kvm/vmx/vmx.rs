@@ -28,6 +28,7 @@
 //!   faulting, or per CPU, ring-3 MWAIT).
 
 use super::backend::{vector, Backend, CrOp, EntryCtx, Event, Exit, VendorVcpu};
+use super::msrs;
 use super::regs::{KvmDtable, KvmSegment, Seg};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use kernel::{
@@ -95,6 +96,8 @@ const RFLAGS_IF: u64 = 1 << 9;
 /// EFER bits.
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
+/// The 32-bit word of the virtual-APIC page holding VTPR (offset 0x80).
+const VTPR_WORD: usize = 0x80 / 4;
 /// Exception bitmap: #MC, which the host must see (as SVM intercepts it).
 const EXCEPTION_BITMAP: u32 = 1 << vector::MC;
 
@@ -112,6 +115,10 @@ struct VmxConfig {
     cr0: CrPolicy,
     cr4: CrPolicy,
     flush: FlushCaps,
+    /// TPR shadow: CR8 accesses go to the virtual-APIC page without exits,
+    /// and lowering it below the TPR threshold exits. Without it every CR8
+    /// access exits.
+    tpr_shadow: bool,
 }
 
 fn read_cap(msr: u32) -> Result<u64> {
@@ -161,6 +168,11 @@ fn probe() -> Result<VmxConfig> {
             vmcs::msr::IA32_VMX_ENTRY_CTLS,
         )
     };
+    let proc_cap = read_cap(proc_msr)?;
+    // CR8 in the virtual-APIC page when the CPU can (C KVM: required as
+    // "TPR shadow" since 5.x; kvm-rs falls back to CR8 exiting).
+    let tpr_shadow = (proc_cap >> 32) as u32 & proc::TPR_SHADOW != 0;
+    let cr8_ctls = if tpr_shadow { proc::TPR_SHADOW } else { proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING };
     let pin = adjust(
         "pin-based",
         pin::EXT_INTR_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS,
@@ -171,8 +183,7 @@ fn probe() -> Result<VmxConfig> {
         "processor-based",
         proc::HLT_EXITING
             | proc::USE_TSC_OFFSETTING
-            | proc::CR8_LOAD_EXITING
-            | proc::CR8_STORE_EXITING
+            | cr8_ctls
             | proc::MOV_DR_EXITING
             | proc::UNCOND_IO_EXITING
             | proc::USE_MSR_BITMAPS
@@ -181,21 +192,23 @@ fn probe() -> Result<VmxConfig> {
             | proc::RDPMC_EXITING
             | proc::SECONDARY_CONTROLS,
         0,
-        read_cap(proc_msr)?,
+        proc_cap,
     )?;
     // The controls the guest toggles must be settable too.
-    let proc_cap = read_cap(proc_msr)?;
     if (proc_cap >> 32) as u32 & (proc::INTR_WINDOW_EXITING | proc::NMI_WINDOW_EXITING)
         != proc::INTR_WINDOW_EXITING | proc::NMI_WINDOW_EXITING
     {
         pr_err!("vmx: the CPU lacks interrupt- or NMI-window exiting\n");
         return Err(EOPNOTSUPP);
     }
+    let ept_cap = read_cap(vmcs::msr::IA32_VMX_EPT_VPID_CAP)?;
+    let proc2_cap = read_cap(vmcs::msr::IA32_VMX_PROCBASED_CTLS2)?;
+    let vpid = vmcs::vpid_usable(proc2_cap, ept_cap);
     let proc2 = adjust(
         "secondary",
         proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST,
-        proc2::ENABLE_VPID | proc2::WBINVD_EXITING,
-        read_cap(vmcs::msr::IA32_VMX_PROCBASED_CTLS2)?,
+        if vpid { proc2::ENABLE_VPID } else { 0 } | proc2::WBINVD_EXITING,
+        proc2_cap,
     )?;
     let exit = adjust(
         "VM-exit",
@@ -213,16 +226,11 @@ fn probe() -> Result<VmxConfig> {
         entry_ctl::LOAD_DEBUG_CONTROLS,
         read_cap(entry_msr)?,
     )?;
-    let ept_cap = read_cap(vmcs::msr::IA32_VMX_EPT_VPID_CAP)?;
     let mut flush = vmcs::flush_caps(ept_cap).map_err(|why| {
         pr_err!("vmx: {}\n", why);
         EOPNOTSUPP
     })?;
-    let mut proc2 = proc2;
-    if flush.invvpid.is_none() {
-        proc2 &= !proc2::ENABLE_VPID;
-    }
-    if proc2 & proc2::ENABLE_VPID == 0 {
+    if !vpid {
         flush.invvpid = None;
     }
     let fixed = CrFixed {
@@ -242,6 +250,7 @@ fn probe() -> Result<VmxConfig> {
         cr0: CrPolicy::cr0(fixed.cr0_fixed0, fixed.cr0_fixed1, true),
         cr4: CrPolicy::cr4(fixed.cr4_fixed0, fixed.cr4_fixed1),
         flush,
+        tpr_shadow: proc & proc::TPR_SHADOW != 0,
     })
 }
 
@@ -348,6 +357,9 @@ pub(crate) struct Vmx {
     _emergency: EmergencyVirtWith<VmxShared>,
     /// The MSR bitmap shared by all vCPUs.
     msr_bitmap: Arc<VmxPage>,
+    /// The bitmap that makes every MSR access exit, used while an MSR
+    /// filter is set (user space then decides about every MSR).
+    msr_bitmap_all: Arc<VmxPage>,
 }
 
 impl Vmx {
@@ -393,6 +405,8 @@ impl Vmx {
             VmxShared { cfg, cpus, slots, heads, vpids: VpidBitmap::new(words), fault_test, fault_test_cpu },
             GFP_KERNEL,
         )?;
+        let mut bitmap_all = VmxPage::new_zeroed(GFP_KERNEL)?;
+        bitmap_all.fill(u32::MAX);
         let mut bitmap = VmxPage::new_zeroed(GFP_KERNEL)?;
         {
             // Every MSR exits, except the ones the VMCS switches.
@@ -413,8 +427,9 @@ impl Vmx {
         let emergency = EmergencyVirtWith::register(shared.clone())?;
         let hp = Hotplug::register(c_str!("kvm-rs/vmx:online"), VmxHp(shared.clone()))?;
         pr_info!(
-            "vmx: VMX enabled: EPT, unrestricted guest{}, VMCS revision {:#x}\n",
+            "vmx: VMX enabled: EPT, unrestricted guest{}{}, VMCS revision {:#x}\n",
             if cfg.proc2 & proc2::ENABLE_VPID != 0 { ", VPID" } else { "" },
+            if cfg.tpr_shadow { ", TPR shadow" } else { "" },
             cfg.basic.revision
         );
         pr_info!(
@@ -427,7 +442,13 @@ impl Vmx {
             cfg.flush.invept,
             cfg.flush.invvpid
         );
-        Ok(Self { shared, _hp: hp, _emergency: emergency, msr_bitmap: Arc::new(bitmap, GFP_KERNEL)? })
+        Ok(Self {
+            shared,
+            _hp: hp,
+            _emergency: emergency,
+            msr_bitmap: Arc::new(bitmap, GFP_KERNEL)?,
+            msr_bitmap_all: Arc::new(bitmap_all, GFP_KERNEL)?,
+        })
     }
 }
 
@@ -443,14 +464,24 @@ mod dirty {
     pub(super) const TSC: u32 = 1 << 7;
     pub(super) const CONTROLS: u32 = 1 << 8;
     pub(super) const EVENT: u32 = 1 << 9;
-    pub(super) const ALL: u32 = (1 << 10) - 1;
+    pub(super) const TPR_THRESHOLD: u32 = 1 << 10;
+    pub(super) const ALL: u32 = (1 << 11) - 1;
 }
 
 /// A vCPU's VMX state: the VMCS and the software copy of the guest state.
 pub(crate) struct VmxVcpu {
     shared: Arc<VmxShared>,
     msr_bitmap: Arc<VmxPage>,
+    msr_bitmap_all: Arc<VmxPage>,
+    /// The VMCS names `msr_bitmap_all` (an MSR filter is set).
+    msr_all: bool,
     vmcs: VmxPage,
+    /// The virtual-APIC page (with TPR shadow): VTPR at offset 0x80.
+    vapic: Option<VmxPage>,
+    /// CR8 as last set, without TPR shadow (every CR8 access exits).
+    cr8: u8,
+    /// The TPR threshold field (0: no exit).
+    tpr_threshold: u32,
     /// Its loaded-VMCS slot.
     slot: u32,
     vpid: u16,
@@ -655,6 +686,9 @@ impl VmxVcpu {
         if d & dirty::TSC != 0 {
             v.write64(vmcs::TSC_OFFSET, self.tsc_offset);
         }
+        if d & dirty::TPR_THRESHOLD != 0 && self.vapic.is_some() {
+            v.write32(vmcs::TPR_THRESHOLD, self.tpr_threshold);
+        }
         if d & dirty::EVENT != 0 {
             v.write32(vmcs::VM_ENTRY_INTR_INFO_FIELD, self.entry_intr);
             if self.entry_intr & intr_info::VALID != 0 {
@@ -801,6 +835,7 @@ impl VmxVcpu {
                     seg: if io.string && !io.input { seg } else { None },
                 }
             }
+            ExitReason::TprBelowThreshold => Exit::TprBelowThreshold,
             ExitReason::Rdmsr => Exit::Rdmsr,
             ExitReason::Wrmsr => Exit::Wrmsr,
             ExitReason::Xsetbv => Exit::Xsetbv,
@@ -831,7 +866,6 @@ impl VmxVcpu {
             ExitReason::Rdtsc
             | ExitReason::Invlpg
             | ExitReason::MonitorTrapFlag
-            | ExitReason::TprBelowThreshold
             | ExitReason::ApicAccess
             | ExitReason::DescriptorTable
             | ExitReason::PreemptionTimer
@@ -907,6 +941,8 @@ impl Backend for Vmx {
             guest_msrs[i] = MsrEntry { index: *msr, reserved: 0, value: 0 };
             host_msrs[i] = MsrEntry { index: *msr, reserved: 0, value: 0 };
         }
+        let vapic = if self.shared.cfg.tpr_shadow { Some(VmxPage::new_zeroed(GFP_KERNEL_ACCOUNT)?) } else { None };
+        // Last: nothing after this may fail (the slot would leak).
         let slot = self.shared.lists().alloc(vmcs.phys_addr()).ok_or_else(|| {
             pr_err!("vmx: more than {} vCPUs\n", MAX_VMCS);
             ENOMEM
@@ -915,7 +951,12 @@ impl Backend for Vmx {
         let mut v = VmxVcpu {
             shared: self.shared.clone(),
             msr_bitmap: self.msr_bitmap.clone(),
+            msr_bitmap_all: self.msr_bitmap_all.clone(),
+            msr_all: false,
             vmcs,
+            vapic,
+            cr8: 0,
+            tpr_threshold: 0,
             slot,
             vpid,
             guest_msrs,
@@ -1175,14 +1216,10 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn set_msr(&mut self, index: u32, value: u64) -> Option<core::result::Result<(), ()>> {
-        let canonical = |v: u64| ((v as i64) << 16 >> 16) as u64 == v;
-        let needs_canonical = matches!(index, 0xc000_0100 | 0xc000_0101 | 0xc000_0102 | 0xc000_0082 | 0xc000_0083 | 0x175 | 0x176);
+        // Canonical checks were made by common code (`msrs::canonicalize`).
         let known = Self::list_index(index).is_some() || matches!(index, 0xc000_0100 | 0xc000_0101 | 0x174..=0x176 | 0x277 | 0x1d9);
         if !known {
             return None;
-        }
-        if needs_canonical && !canonical(value) {
-            return Some(Err(()));
         }
         if let Some(i) = Self::list_index(index) {
             let value = if index == 0xc000_0084 { value & 0xffff_ffff } else { value };
@@ -1218,7 +1255,7 @@ impl VendorVcpu for VmxVcpu {
                 true
             }
             0x277 => {
-                let valid = (0..8).all(|i| matches!((value >> (i * 8)) & 0xff, 0 | 1 | 4..=7));
+                let valid = msrs::pat_valid(value);
                 if valid {
                     self.pat = value;
                     self.dirty |= dirty::MSRS;
@@ -1286,6 +1323,30 @@ impl VendorVcpu for VmxVcpu {
         }
     }
 
+    fn take_injected(&mut self) -> Option<Event> {
+        let info = core::mem::take(&mut self.entry_intr);
+        if info & intr_info::VALID == 0 {
+            return None;
+        }
+        self.dirty |= dirty::EVENT;
+        let vector = intr_info::vector(info);
+        // The four kinds `inject` programs.
+        match intr_info::kind(info) {
+            intr_info::TYPE_NMI => {
+                // `inject` sets it again with the NMI.
+                self.proc &= !proc::NMI_WINDOW_EXITING;
+                self.dirty |= dirty::CONTROLS;
+                Some(Event::Nmi)
+            }
+            intr_info::TYPE_HW_EXCEPTION => Some(Event::Exception {
+                vector,
+                error_code: (info & intr_info::DELIVER_CODE != 0).then_some(self.entry_err),
+            }),
+            intr_info::TYPE_SOFT_INTR => Some(Event::Interrupt { vector, soft: true }),
+            _ => Some(Event::Interrupt { vector, soft: false }),
+        }
+    }
+
     fn interrupt_allowed(&self) -> bool {
         self.rflags & RFLAGS_IF != 0
             && self.intr_state & (interruptibility::STI | interruptibility::MOV_SS) == 0
@@ -1305,6 +1366,34 @@ impl VendorVcpu for VmxVcpu {
         }
     }
 
+    fn tpr(&self) -> u8 {
+        match &self.vapic {
+            // VTPR bits 7:4 are CR8 (SDM 30.1.1, "Virtualized APIC Registers").
+            Some(p) => ((p[VTPR_WORD] >> 4) & 0xf) as u8,
+            None => self.cr8,
+        }
+    }
+
+    fn set_tpr(&mut self, cr8: u8) {
+        self.cr8 = cr8 & 0xf;
+        if let Some(p) = &mut self.vapic {
+            p[VTPR_WORD] = u32::from(self.cr8) << 4;
+        }
+    }
+
+    fn set_tpr_threshold(&mut self, class: Option<u8>) {
+        // C: `vmx_update_cr8_intercept()`. With TPR shadow a MOV to CR8 that
+        // lowers VTPR[7:4] below the threshold exits after it completes (SDM
+        // 30.1.2); VM entry requires the threshold not to exceed VTPR[7:4]
+        // (SDM 27.2.1.1), which holds for a class the TPR blocks. Without
+        // TPR shadow every CR8 write exits anyway (`Exit::CrAccess`).
+        let t = class.map_or(0, |c| u32::from(c.min(self.tpr())));
+        if t != self.tpr_threshold {
+            self.tpr_threshold = t;
+            self.dirty |= dirty::TPR_THRESHOLD;
+        }
+    }
+
     fn vcpu_load(&mut self) {
         self.host_loaded = false;
     }
@@ -1320,8 +1409,8 @@ impl VendorVcpu for VmxVcpu {
         let Some(pc) = shared.cpus.get(cpu as usize) else {
             return (Exit::FailedEntry { reason: u64::MAX }, None);
         };
-        // No entry this time: the common code resumes and tries again.
-        let retry = (Exit::ExternalInterrupt, None);
+        // No entry this time: the common code tries again.
+        let retry = (Exit::NotEntered, None);
         self.idt_vectoring = 0;
         if !pc.enabled.load(Ordering::Acquire) {
             // This CPU is going offline (or the crash path ran): the task
@@ -1376,8 +1465,10 @@ impl VendorVcpu for VmxVcpu {
             e.value = host.kernel_gs_base;
         }
         if self.fresh {
+            self.msr_all = !ctx.msr_passthrough;
             v.set_pointers(&vmx_ops::VmcsPointers {
-                msr_bitmap: &self.msr_bitmap,
+                msr_bitmap: if self.msr_all { &self.msr_bitmap_all } else { &self.msr_bitmap },
+                virtual_apic: self.vapic.as_ref(),
                 entry_load: &self.guest_msrs,
                 entry_load_count: LIST_MSRS.len(),
                 exit_store: &self.guest_msrs,
@@ -1386,6 +1477,9 @@ impl VendorVcpu for VmxVcpu {
                 exit_load_count: LIST_MSRS.len(),
                 eptp: vmcs::ept::eptp(ctx.tdp_root, 4),
             });
+        } else if self.msr_all == ctx.msr_passthrough {
+            self.msr_all = !ctx.msr_passthrough;
+            v.set_msr_bitmap(if self.msr_all { &self.msr_bitmap_all } else { &self.msr_bitmap });
         }
         self.write_guest_state(&v, *rip, gprs[4]);
         if ctx.flush_tlb || self.flush_pending {

@@ -347,18 +347,23 @@ impl<'a> CurrentVmcs<'a> {
     }
 
     /// Points the VMCS at the structures the CPU uses while the guest runs:
-    /// the MSR bitmap, the three MSR lists (with their entry counts), and the
-    /// EPT root, and sets the VMCS link pointer to "none".
+    /// the MSR bitmap, the virtual-APIC page, the three MSR lists (with
+    /// their entry counts), and the EPT root, and sets the VMCS link pointer
+    /// to "none".
     ///
-    /// The bitmap and lists are boxes of the vCPU that owns this VMCS and
-    /// are freed only with it, after it was cleared; `eptp` names the VM's
-    /// EPT root, which lives as long as the VM, longer than its vCPUs.
+    /// The bitmap, virtual-APIC page and lists are boxes that the vCPU owning
+    /// this VMCS holds (the bitmap through an `Arc`) and that are freed only
+    /// with it, after the VMCS was cleared; `eptp` names the VM's EPT root,
+    /// which lives as long as the VM, longer than its vCPUs.
     pub(crate) fn set_pointers(&self, p: &VmcsPointers<'_>) {
         let cnt = |n: usize| n.min(256) as u64;
         // SAFETY: See above: every address names memory that outlives any
         // use of this VMCS, of the size the counts say.
         unsafe {
             self.write_privileged(vmcs::MSR_BITMAP.encoding(), p.msr_bitmap.phys_addr());
+            if let Some(va) = p.virtual_apic {
+                self.write_privileged(vmcs::VIRTUAL_APIC_PAGE_ADDR.encoding(), va.phys_addr());
+            }
             self.write_privileged(vmcs::VM_ENTRY_MSR_LOAD_ADDR.encoding(), p.entry_load.phys_addr());
             self.write_privileged(vmcs::VM_ENTRY_MSR_LOAD_COUNT.encoding(), cnt(p.entry_load_count));
             self.write_privileged(vmcs::VM_EXIT_MSR_STORE_ADDR.encoding(), p.exit_store.phys_addr());
@@ -369,12 +374,23 @@ impl<'a> CurrentVmcs<'a> {
             self.write_privileged(vmcs::VMCS_LINK_POINTER.encoding(), u64::MAX);
         }
     }
+
+    /// Points the VMCS at another MSR bitmap (the one that makes every MSR
+    /// exit while an MSR filter is set, or back). Same lifetime rule as
+    /// [`CurrentVmcs::set_pointers`]: the vCPU holds the bitmap.
+    pub(crate) fn set_msr_bitmap(&self, bitmap: &VmxPage) {
+        // SAFETY: A page of 4 KiB, as the MSR bitmap must be, that outlives
+        // any use of this VMCS (see above).
+        unsafe { self.write_privileged(vmcs::MSR_BITMAP.encoding(), bitmap.phys_addr()) };
+    }
 }
 
 /// The structures a VMCS names (see [`CurrentVmcs::set_pointers`]).
 pub(crate) struct VmcsPointers<'a> {
     /// MSR bitmap.
     pub(crate) msr_bitmap: &'a VmxPage,
+    /// Virtual-APIC page, with TPR shadow.
+    pub(crate) virtual_apic: Option<&'a VmxPage>,
     /// VM-entry MSR-load list and its length.
     pub(crate) entry_load: &'a MsrList,
     /// Entries used.
