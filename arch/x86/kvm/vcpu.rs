@@ -1121,8 +1121,14 @@ impl<B: Backend> X86Vcpu<B> {
         Ok(0)
     }
 
+    /// `KVM_GET_XCRS`: XCR0, or no register on a host without XSAVE (C:
+    /// `kvm_vcpu_ioctl_x86_get_xcrs()`).
     fn get_xcrs(&self, arg: usize) -> Result<isize> {
         let mut b = [0u8; 392];
+        if !x86::boot_cpu_has(x86::Feature::Xsave) {
+            UserSlice::new(arg, b.len()).writer().write_slice(&b)?;
+            return Ok(0);
+        }
         b[0..4].copy_from_slice(&1u32.to_ne_bytes());
         b[8..12].copy_from_slice(&0u32.to_ne_bytes());
         b[16..24].copy_from_slice(&self.xcr0.to_ne_bytes());
@@ -1135,7 +1141,7 @@ impl<B: Backend> X86Vcpu<B> {
         UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
         let nr = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
         let flags = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
-        if nr > 16 || flags != 0 {
+        if !x86::boot_cpu_has(x86::Feature::Xsave) || nr > 16 || flags != 0 {
             return Err(EINVAL);
         }
         for i in 0..nr as usize {
