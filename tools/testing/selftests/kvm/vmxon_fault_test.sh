@@ -13,6 +13,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 grep -qw vmx /proc/cpuinfo || { echo "SKIP: this CPU has no VMX"; exit 4; }
 [ -e /sys/module/kvm ] && fail "a KVM module is already loaded"
 KO=/lib/modules/kvm-rs/kvm.ko
+KI=/lib/modules/kvm-rs/kvm_intel.ko
 C=/lib/modules/c
 echo "cpus: $(grep -c ^processor /proc/cpuinfo)"
 grep -m1 "^vmx flags" /proc/cpuinfo
@@ -39,14 +40,23 @@ insmod $C/irqbypass.ko && insmod $C/kvm.ko && insmod $C/kvm-intel.ko || {
 	dmesg | tail -5; fail "the C kvm-intel does not load after the failures"; }
 echo "C kvm-intel loaded after the failures"
 rmmod kvm_intel kvm irqbypass || fail "cannot unload the C KVM"
+# kvm_intel.ko (the VMX backend's parameters) describes a backend in use:
+# it refuses to load while VMX is off.
+insmod $KI 2>/dev/null && fail "kvm_intel.ko loaded without kvm-rs"
 # And kvm-rs itself loads and runs a guest.
 dmesg -c > /dev/null
 insmod $KO || { dmesg | tail -5; fail "kvm-rs does not load normally afterwards"; }
 dmesg | grep "vmx:" | sed 's/^/  dmesg: /'
+insmod $KI || fail "kvm_intel.ko does not load after kvm-rs"
+for p in ept unrestricted_guest vpid nested enable_apicv; do
+	echo "kvm_intel.$p=$(cat /sys/module/kvm_intel/parameters/$p)"
+done
+[ "$(cat /sys/module/kvm_intel/parameters/ept)" = Y ] || fail "kvm_intel.ept is not Y"
+[ "$(cat /sys/module/kvm_intel/parameters/nested)" = N ] || fail "kvm_intel.nested is not N"
 if [ -x /tests/guest_print_test ]; then
 	/tests/guest_print_test > /tmp/gpt.log 2>&1 || { tail -5 /tmp/gpt.log; fail "guest_print_test failed"; }
 	echo "guest_print_test passed on kvm-rs"
 fi
-rmmod kvm || fail "cannot unload kvm-rs"
+rmmod kvm_intel kvm || fail "cannot unload kvm-rs"
 dmesg | grep -qE "Oops|BUG:|WARNING:|Call Trace" && fail "kernel warning or oops"
 echo "ok: VMXON failures refused cleanly, kvm-intel and kvm-rs load afterwards"
