@@ -4,11 +4,11 @@
 # crash kernel (kexec -p, Debian's kexec-tools copied into the image), starts
 # guests on every CPU and crashes with sysrq-c (scripts/vm/crash-post.sh). The
 # crash kernel reports the result: it booted, with /proc/vmcore.
-#   scripts/crash-test.sh [KVM=rs|c] [SMP=2]
+#   scripts/crash-test.sh [KVM=rs|c] [SMP=2] [STALL=host seconds]
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
-KVM=rs; SMP=2
-for a in "$@"; do case "$a" in KVM=*|SMP=*) eval "${a%%=*}=\${a#*=}" ;; *) echo "unknown $a" >&2; exit 2 ;; esac; done
+KVM=rs; SMP=2; STALL=${STALL:-1200}
+for a in "$@"; do case "$a" in KVM=*|SMP=*|STALL=*) eval "${a%%=*}=\${a#*=}" ;; *) echo "unknown $a" >&2; exit 2 ;; esac; done
 KEXEC=$(command -v kexec || echo /usr/sbin/kexec)
 [ -x "$KEXEC" ] || { echo "crash-test: kexec missing (apt-get install kexec-tools; scripts/setup-deps.sh)" >&2; exit 2; }
 X=$(mktemp -d "${TMPDIR:-/tmp}/kvmrs-crash.XXXXXX")
@@ -22,6 +22,6 @@ ldd "$KEXEC" | awk '/=>/ { print $3 } /^\t\/lib/ { print $1 }' | while read -r l
 done
 cp "$KTREE/arch/x86/boot/bzImage" "$X/boot/bzImage"
 strip -o "$X/tests/kvm-rs/kvm_rs_spin" "$SELFTEST_OUT/project/kvm_rs_spin"
-EXTRA_ROOT=$X exec bash "$KVMRS_ROOT/scripts/vmtest.sh" EMU=bochs KVM="$KVM" SMP="$SMP" \
+EXTRA_ROOT=$X bash "$KVMRS_ROOT/scripts/vmtest.sh" EMU=bochs KVM="$KVM" SMP="$SMP" STALL="$STALL" \
   TESTS="kvm-rs/kvm_rs_demo" POST="$KVMRS_ROOT/scripts/vm/crash-post.sh" POST_TESTS="kvm-rs/crash_kexec" \
   APPEND="crashkernel=160M" EXPECT=/dev/null
