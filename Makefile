@@ -4,24 +4,26 @@
 #
 #   make run                 the main job: set up, build, boot the test VM, load kvm-rs, show it working
 #   make test                every test; closes with "N passed, N failed, N skipped"
-#   make vmtest KVM=rs|c TESTS="name ..." [CPU=max] [SMP=2] [SHOW_OUTPUT=1]
-#   make baseline [KVM=c]    all 85 upstream selftests -> tools/testing/selftests/kvm/baseline/
+#   make vmtest KVM=rs|c [EMU=qemu|bochs] TESTS="name ..." [CPU=...] [SMP=2] [SHOW_OUTPUT=1]
+#   make baseline [KVM=c] [EMU=qemu|bochs]   all 85 upstream selftests -> tools/testing/selftests/kvm/baseline/
+#   make crash-test          under Bochs: crash the host with guests running, the kexec crash kernel must boot
 #   make host-test           cargo test of the hardware-independent files
 #   make bench [EMU=qemu|bochs] [ROUNDS=N]   kvm-rs against the C KVM: exit cost, memory, start-up
 #   make bench-smoke         the same with a few iterations, QEMU only: checks it works (CI)
 #   make setup | build | kernel | module | selftests | initramfs
 
 KVM ?= rs
+# EMU: vmtest and baseline default to qemu, bench to all (QEMU and Bochs).
+EMU ?=
 TESTS ?=
-CPU ?= max
+CPU ?=
 SMP ?= 2
 SHOW_OUTPUT ?=
 S := scripts
 
-EMU ?= all
 ROUNDS ?=
 
-.PHONY: run test vmtest baseline host-test setup build kernel module selftests initramfs bench bench-smoke
+.PHONY: run test vmtest baseline crash-test host-test setup build kernel module selftests initramfs bench bench-smoke
 
 run: setup build
 	bash $(S)/vmtest.sh KVM=rs TESTS="kvm-rs/kvm_rs_demo" SHOW_OUTPUT=1
@@ -30,13 +32,16 @@ test:
 	bash $(S)/test-all.sh
 
 vmtest: build
-	bash $(S)/vmtest.sh KVM="$(KVM)" TESTS="$(TESTS)" CPU="$(CPU)" SMP="$(SMP)" SHOW_OUTPUT="$(SHOW_OUTPUT)"
+	bash $(S)/vmtest.sh KVM="$(KVM)" EMU="$(or $(EMU),qemu)" TESTS="$(TESTS)" CPU="$(CPU)" SMP="$(SMP)" SHOW_OUTPUT="$(SHOW_OUTPUT)"
 
 baseline: build
-	bash $(S)/baseline.sh KVM="$(KVM)"
+	bash $(S)/baseline.sh KVM="$(KVM)" EMU="$(or $(EMU),qemu)"
+
+crash-test: build
+	bash $(S)/crash-test.sh KVM="$(KVM)"
 
 bench: build
-	bash $(S)/bench.sh EMU="$(EMU)" $(if $(ROUNDS),ROUNDS=$(ROUNDS))
+	bash $(S)/bench.sh EMU="$(or $(EMU),all)" $(if $(ROUNDS),ROUNDS=$(ROUNDS))
 
 bench-smoke: build
 	bash $(S)/bench.sh SMOKE=1

@@ -11,4 +11,4 @@ rsync -rc --include='*/' --include='*.rs' --include='*.c' --include='*.h' --incl
   --include='Kbuild' --exclude='*' "${srcs[@]}" "$MODBUILD/"
 log "building kvm-rs module"
 make -s -C "$KTREE" "${KMAKE_FLAGS[@]}" M="$MODBUILD" -j"$NPROC" modules
-log "modules ready: $MODBUILD/kvm.ko $MODBUILD/kvm_amd.ko"
+log "modules ready: $MODBUILD/kvm.ko $MODBUILD/kvm_amd.ko $MODBUILD/kvm_intel.ko"

@@ -11,7 +11,7 @@ cp /bin/busybox "$R/bin/busybox"
 for a in $("$R/bin/busybox" --list); do [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"; done
 install -m 755 "$KVMRS_ROOT/scripts/vm/init" "$R/init"
 cp "$KTREE"/arch/x86/kvm/{kvm.ko,kvm-amd.ko,kvm-intel.ko} "$KTREE/virt/lib/irqbypass.ko" "$R/lib/modules/c/"
-cp "$MODBUILD/kvm.ko" "$MODBUILD/kvm_amd.ko" "$R/lib/modules/kvm-rs/"
+cp "$MODBUILD/kvm.ko" "$MODBUILD/kvm_amd.ko" "$MODBUILD/kvm_intel.ko" "$R/lib/modules/kvm-rs/"
 # Upstream selftests keep their directory (x86_64/NAME); project ones go under kvm-rs/.
 (cd "$SELFTEST_OUT/upstream" && find . -type f -perm -u+x ! -name '*.o' ! -name '*.d' | while read -r f; do
    case "$f" in ./lib/*|*.sh) continue ;; esac

@@ -13,6 +13,7 @@ PKGS=(
   kmod xz-utils make gcc libc6-dev
   qemu-system-x86
   bochs bochsbios vgabios bochs-term xorriso isolinux syslinux-common
+  kexec-tools
 )
 
 missing=()

@@ -24,6 +24,9 @@
 #include <linux/wait.h>
 #include <linux/debugfs.h>
 #include <linux/file.h>
+#include <asm/desc.h>
+#include <asm/cpu_entry_area.h>
+#include <asm/tlbflush.h>
 
 /* file_ops.rs: readable anonymous files support pread(2), as KVM's stats files. */
 const fmode_t RUST_CONST_HELPER_FMODE_PREAD = FMODE_PREAD;

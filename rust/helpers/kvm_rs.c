@@ -21,6 +21,12 @@
 #include <linux/signal.h>
 #include <linux/entry-kvm.h>
 #include <linux/resume_user_mode.h>
+#include <asm/desc.h>
+#include <asm/cpu_entry_area.h>
+#include <asm/debugreg.h>
+#include <asm/tlbflush.h>
+#include <asm/segment.h>
+#include <asm/gsseg.h>
 
 bool rust_helper_boot_cpu_has(u16 bit)
 {
@@ -205,4 +211,69 @@ void rust_helper_kvm_rs_sigset_deactivate(void)
 pid_t rust_helper_task_pid_nr(struct task_struct *tsk)
 {
 	return task_pid_nr(tsk);
+}
+
+/* x86.rs: VMX host state */
+unsigned long rust_helper___read_cr3(void)
+{
+	return __read_cr3();
+}
+
+void rust_helper_kvm_rs_cr4_set_bits(unsigned long mask)
+{
+	cr4_set_bits(mask);
+}
+
+void rust_helper_kvm_rs_cr4_clear_bits(unsigned long mask)
+{
+	cr4_clear_bits(mask);
+}
+
+u16 rust_helper_kvm_rs_kernel_cs(void)
+{
+	return __KERNEL_CS;
+}
+
+u16 rust_helper_kvm_rs_kernel_ds(void)
+{
+	return __KERNEL_DS;
+}
+
+u16 rust_helper_kvm_rs_tss_selector(void)
+{
+	return GDT_ENTRY_TSS * 8;
+}
+
+unsigned long rust_helper_kvm_rs_host_gdt_base(void)
+{
+	return (unsigned long)get_current_gdt_ro();
+}
+
+unsigned long rust_helper_kvm_rs_host_idt_base(void)
+{
+	struct desc_ptr dt;
+
+	store_idt(&dt);
+	return dt.address;
+}
+
+unsigned long rust_helper_kvm_rs_host_tr_base(int cpu)
+{
+	return (unsigned long)&get_cpu_entry_area(cpu)->tss.x86_tss;
+}
+
+void rust_helper_kvm_rs_invalidate_tss_limit(void)
+{
+	invalidate_tss_limit();
+}
+
+void rust_helper_kvm_rs_restore_host_dr7(void)
+{
+	if (hw_breakpoint_active())
+		set_debugreg(__this_cpu_read(cpu_dr7), 7);
+}
+
+void rust_helper_kvm_rs_load_gs_index(u16 sel)
+{
+	load_gs_index(sel);
 }

@@ -6,32 +6,73 @@
 //! way C's `module_param(name, type, 0444)` does: a `struct kernel_param` in the
 //! `__param` section of the module, with the kernel's `param_ops_bool` or
 //! `param_ops_int`, plus the `parmtype`/`parm` modinfo entries.
-//! Parameters are read-only (0444), so the value only changes while the module
-//! loader parses `insmod` arguments, before the module's init runs.
+//! Parameters are read-only (0444): the value changes while the module loader
+//! parses `insmod` arguments, before the module's init runs, and afterwards
+//! only through [`Param::set`], with which a module reports what it found
+//! (as C modules write their parameter variables, e.g. kvm-intel's
+//! `enable_vpid` when the CPU has no VPID).
 //!
 //! C header: [`include/linux/moduleparam.h`](srctree/include/linux/moduleparam.h)
 
 use crate::{bindings, ffi::c_void, str::CStr};
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// A parameter type the kernel's `param_ops_*` can parse: `bool` (`param_ops_bool`)
 /// or `i32` (`param_ops_int`); [`module_param!`] pairs each with its operations.
-pub trait ParamType: Copy + Send + 'static {}
-impl ParamType for bool {}
-impl ParamType for i32 {}
+pub trait ParamType: Copy + Send + 'static {
+    /// Reads the value at `p` atomically.
+    ///
+    /// # Safety
+    ///
+    /// `p` is valid and aligned for `Self`, and every concurrent access from
+    /// Rust is atomic.
+    #[doc(hidden)]
+    unsafe fn load(p: *mut Self) -> Self;
+    /// Writes the value at `p` atomically.
+    ///
+    /// # Safety
+    ///
+    /// As for [`ParamType::load`].
+    #[doc(hidden)]
+    unsafe fn store(p: *mut Self, v: Self);
+}
+
+impl ParamType for bool {
+    unsafe fn load(p: *mut Self) -> Self {
+        // SAFETY: Per the caller: valid, aligned, accessed atomically.
+        unsafe { AtomicBool::from_ptr(p) }.load(Ordering::Relaxed)
+    }
+    unsafe fn store(p: *mut Self, v: Self) {
+        // SAFETY: Per the caller: valid, aligned, accessed atomically.
+        unsafe { AtomicBool::from_ptr(p) }.store(v, Ordering::Relaxed)
+    }
+}
+
+impl ParamType for i32 {
+    unsafe fn load(p: *mut Self) -> Self {
+        // SAFETY: Per the caller: valid, aligned, accessed atomically.
+        unsafe { AtomicI32::from_ptr(p) }.load(Ordering::Relaxed)
+    }
+    unsafe fn store(p: *mut Self, v: Self) {
+        // SAFETY: Per the caller: valid, aligned, accessed atomically.
+        unsafe { AtomicI32::from_ptr(p) }.store(v, Ordering::Relaxed)
+    }
+}
 
 /// The storage of a read-only parameter.
 ///
 /// # Invariants
 ///
-/// The value is written only by the type's `param_ops_*.set` while the module
-/// loader parses the module's arguments, before any code of the module runs;
-/// the sysfs file is read-only.
+/// The value is written by the type's `param_ops_*.set` while the module
+/// loader parses the module's arguments, before any code of the module runs
+/// (the sysfs file is read-only), and afterwards only atomically by
+/// [`Param::set`]; Rust reads it atomically. The kernel's `param_ops_*.get`
+/// (a sysfs read) reads the aligned scalar once.
 #[repr(transparent)]
 pub struct Param<T: ParamType>(UnsafeCell<T>);
 
-// SAFETY: After module load the value is never written (type invariant), so
-// concurrent reads are fine.
+// SAFETY: Every access after module load is atomic (type invariant).
 unsafe impl<T: ParamType> Sync for Param<T> {}
 
 impl<T: ParamType> Param<T> {
@@ -42,8 +83,18 @@ impl<T: ParamType> Param<T> {
 
     /// The parameter's value.
     pub fn get(&self) -> T {
-        // SAFETY: No writer exists once module code runs (type invariant).
-        unsafe { *self.0.get() }
+        // SAFETY: The cell is valid and aligned; Rust accesses it only
+        // atomically once module code runs (type invariant).
+        unsafe { T::load(self.0.get()) }
+    }
+
+    /// Changes the value shown in sysfs: for a module that reports what it
+    /// found rather than what was asked (C: `enable_vpid = 0` in kvm-intel's
+    /// `hardware_setup()`). The file stays read-only.
+    pub fn set(&self, v: T) {
+        // INVARIANT: An atomic write after load.
+        // SAFETY: As in `get`.
+        unsafe { T::store(self.0.get(), v) }
     }
 }
 

@@ -102,6 +102,38 @@ pub fn kick_cpu(cpu: u32, wait: bool) -> Result {
     })
 }
 
+/// The function and argument of a [`call_on_cpu`], on the caller's stack.
+struct CallOn<'a, T: Sync> {
+    data: &'a T,
+    f: fn(&T),
+}
+
+unsafe extern "C" fn call_on_trampoline<T: Sync>(info: *mut c_void) {
+    // SAFETY: `info` is the `CallOn<T>` of `call_on_cpu`, which waits for
+    // this call to finish, so it is alive.
+    let c = unsafe { &*info.cast::<CallOn<'_, T>>() };
+    (c.f)(c.data);
+}
+
+/// Runs `f(data)` on `cpu`, with interrupts disabled there (in the IPI
+/// handler, or directly if `cpu` is the current CPU), and waits until it has
+/// run (`smp_call_function_single(cpu, f, data, 1)`). Must not be called with
+/// interrupts disabled. `ENXIO` if `cpu` is offline (nothing ran).
+pub fn call_on_cpu<T: Sync>(cpu: u32, data: &T, f: fn(&T)) -> Result {
+    let c = CallOn { data, f };
+    // SAFETY: The trampoline matches `CallOn<T>`; `wait = 1` keeps `c`
+    // (and `data`, borrowed for the call) alive until `f` returned. `T: Sync`
+    // because `f` may run on another CPU.
+    to_result(unsafe {
+        bindings::smp_call_function_single(
+            cpu as c_int,
+            Some(call_on_trampoline::<T>),
+            (&c as *const CallOn<'_, T>).cast_mut().cast(),
+            1,
+        )
+    })
+}
+
 /// Callbacks of a CPU hotplug state: `startup` runs on each CPU as it comes
 /// online (and, at registration, on each CPU already online), `teardown` on
 /// each CPU as it goes offline (and, at removal, on each online CPU).
@@ -232,12 +264,15 @@ impl<T: HotplugCallbacks> Drop for Hotplug<T> {
 }
 
 #[cfg(CONFIG_X86)]
-pub use emergency::{EmergencyVirt, EmergencyVirtCallback};
+pub use emergency::{EmergencyVirt, EmergencyVirtCallback, EmergencyVirtHandler, EmergencyVirtWith};
 
 #[cfg(CONFIG_X86)]
 mod emergency {
-use crate::bindings;
-use core::marker::PhantomData;
+use crate::{bindings, error::{code::EBUSY, Result}, sync::Arc};
+use core::{
+    marker::PhantomData,
+    sync::atomic::{AtomicPtr, Ordering},
+};
 
 /// The callback x86 runs on every CPU when the kernel crashes or kexecs
 /// (`cpu_emergency_register_virt_callback()`): it must leave virtualization
@@ -271,6 +306,69 @@ impl<T: EmergencyVirtCallback> Drop for EmergencyVirt<T> {
     fn drop(&mut self) {
         // SAFETY: Registered in `register`; unregistering waits for running callbacks (RCU).
         unsafe { bindings::cpu_emergency_unregister_virt_callback(Some(emergency_cb::<T>)) };
+    }
+}
+
+/// An emergency callback that needs data: the VMX one VMCLEARs the VMCSs
+/// on this CPU's list of loaded VMCSs before VMXOFF.
+pub trait EmergencyVirtHandler: Send + Sync + 'static {
+    /// Leaves virtualization on this CPU; may run in NMI context, so it
+    /// must not take locks, allocate or sleep.
+    fn disable_virtualization(&self);
+}
+
+/// The data of the registered [`EmergencyVirtWith`] (x86 holds one
+/// emergency callback at a time, so one pointer suffices).
+static EMERGENCY_DATA: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+unsafe extern "C" fn emergency_with_cb<T: EmergencyVirtHandler>() {
+    let p = EMERGENCY_DATA.load(Ordering::Acquire);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `p` was set from the `Arc<T>` of the registered
+    // `EmergencyVirtWith<T>`, which keeps it alive until after it has
+    // unregistered this callback and waited for running ones (RCU).
+    let data = unsafe { &*p.cast::<T>() };
+    data.disable_virtualization();
+}
+
+/// A registered emergency callback with its data; unregistered on drop.
+///
+/// # Invariants
+///
+/// `EMERGENCY_DATA` points at `data`'s `T` while the callback is registered.
+pub struct EmergencyVirtWith<T: EmergencyVirtHandler> {
+    data: Arc<T>,
+}
+
+impl<T: EmergencyVirtHandler> EmergencyVirtWith<T> {
+    /// Registers `T::disable_virtualization` on `data`. `EBUSY` if another
+    /// callback with data is registered.
+    pub fn register(data: Arc<T>) -> Result<Self> {
+        let p = (&*data as *const T).cast_mut().cast::<core::ffi::c_void>();
+        EMERGENCY_DATA
+            .compare_exchange(core::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| EBUSY)?;
+        // SAFETY: The callback is a function of this module and reads data
+        // that stays alive until `drop` has unregistered it.
+        unsafe { bindings::cpu_emergency_register_virt_callback(Some(emergency_with_cb::<T>)) };
+        // INVARIANT: published above.
+        Ok(Self { data })
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Arc<T> {
+        &self.data
+    }
+}
+
+impl<T: EmergencyVirtHandler> Drop for EmergencyVirtWith<T> {
+    fn drop(&mut self) {
+        // SAFETY: Registered in `register`; unregistering waits (RCU) for
+        // callbacks already running, so none uses the data after this.
+        unsafe { bindings::cpu_emergency_unregister_virt_callback(Some(emergency_with_cb::<T>)) };
+        EMERGENCY_DATA.store(core::ptr::null_mut(), Ordering::Release);
     }
 }
 }

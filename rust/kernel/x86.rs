@@ -5,7 +5,7 @@
 //! C headers: [`arch/x86/include/asm/cpufeature.h`](srctree/arch/x86/include/asm/cpufeature.h),
 //! [`arch/x86/include/asm/msr.h`](srctree/arch/x86/include/asm/msr.h)
 
-use crate::{bindings, error::{code::EIO, Result}};
+use crate::{bindings, error::{code::EIO, Result}, smp::IrqDisabled};
 
 /// A CPU feature bit of `boot_cpu_data` (`X86_FEATURE_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,4 +163,100 @@ pub fn read_pkru() -> u32 {
     // SAFETY: RDPKRU only reads PKRU; valid because CR4.PKE is set (OSPKE).
     unsafe { core::arch::asm!("rdpkru", in("ecx") 0u32, out("eax") v, out("edx") _, options(nomem, nostack, preserves_flags)) };
     v
+}
+
+/// The current CR3 (the page tables of the current address space).
+pub fn read_cr3() -> u64 {
+    // SAFETY: Reading CR3 has no side effects.
+    unsafe { bindings::__read_cr3() as u64 }
+}
+
+/// Sets bits in CR4 and the kernel's per-CPU shadow of it (`cr4_set_bits()`).
+///
+/// # Safety
+///
+/// CR4 controls paging and protection features the kernel relies on; the
+/// caller sets only bits that do not change how the kernel runs (e.g. VMXE).
+pub unsafe fn cr4_set_bits(mask: u64) {
+    // SAFETY: Per the caller; the helper updates CR4 and its shadow with
+    // interrupts off.
+    unsafe { bindings::kvm_rs_cr4_set_bits(mask as _) };
+}
+
+/// Clears bits in CR4 and its shadow (`cr4_clear_bits()`).
+///
+/// # Safety
+///
+/// As for [`cr4_set_bits`].
+pub unsafe fn cr4_clear_bits(mask: u64) {
+    // SAFETY: Per the caller.
+    unsafe { bindings::kvm_rs_cr4_clear_bits(mask as _) };
+}
+
+/// What the host-state area of a VMCS needs from this CPU's descriptor tables
+/// (SDM vol. 3C, 26.2.3 and 28.5: the selectors and bases a VM exit loads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostDescriptors {
+    /// `__KERNEL_CS`.
+    pub kernel_cs: u16,
+    /// `__KERNEL_DS`.
+    pub kernel_ds: u16,
+    /// The TSS selector.
+    pub tr_selector: u16,
+    /// This CPU's GDT, read-only mapping (`get_current_gdt_ro()`).
+    pub gdt_base: u64,
+    /// The IDT.
+    pub idt_base: u64,
+    /// This CPU's TSS (`&get_cpu_entry_area(cpu)->tss.x86_tss`).
+    pub tr_base: u64,
+}
+
+/// This CPU's [`HostDescriptors`] (interrupts off: the values are per CPU).
+pub fn host_descriptors(irq: &IrqDisabled) -> HostDescriptors {
+    let cpu = irq.cpu();
+    // SAFETY: The helpers only read per-CPU descriptor addresses of the
+    // current CPU (stable with interrupts off) and constants.
+    unsafe {
+        HostDescriptors {
+            kernel_cs: bindings::kvm_rs_kernel_cs(),
+            kernel_ds: bindings::kvm_rs_kernel_ds(),
+            tr_selector: bindings::kvm_rs_tss_selector(),
+            gdt_base: bindings::kvm_rs_host_gdt_base() as u64,
+            idt_base: bindings::kvm_rs_host_idt_base() as u64,
+            tr_base: bindings::kvm_rs_host_tr_base(cpu as _) as u64,
+        }
+    }
+}
+
+/// After a VMX exit, which leaves the TSS limit at 0x67: makes the kernel
+/// reload TR before the I/O bitmap is needed (`invalidate_tss_limit()`).
+pub fn invalidate_tss_limit(_irq: &IrqDisabled) {
+    // SAFETY: Interrupts are off, as the helper requires (per-CPU state).
+    unsafe { bindings::kvm_rs_invalidate_tss_limit() };
+}
+
+/// After a VMX exit, which leaves the GDT limit at 0xffff: reloads this
+/// CPU's GDT descriptor (`load_fixmap_gdt()`).
+pub fn load_fixmap_gdt(irq: &IrqDisabled) {
+    // SAFETY: Reloads the current CPU's own GDT; interrupts are off.
+    unsafe { bindings::load_fixmap_gdt(irq.cpu() as _) };
+}
+
+/// After a VMX exit, which sets DR7 to 0x400: restores the host's hardware
+/// breakpoints if any are armed (`hw_breakpoint_active()`, `cpu_dr7`).
+pub fn restore_host_dr7(_irq: &IrqDisabled) {
+    // SAFETY: Writes this CPU's own DR7 value back; interrupts are off.
+    unsafe { bindings::kvm_rs_restore_host_dr7() };
+}
+
+/// Loads the GS selector (and the user GS base it implies) the way the
+/// kernel does for a task (`load_gs_index()`).
+///
+/// # Safety
+///
+/// `sel` must be the current task's own GS selector (read before a VMX
+/// entry), so that returning to user space sees the state it had.
+pub unsafe fn load_gs_index(sel: u16) {
+    // SAFETY: Per the caller.
+    unsafe { bindings::kvm_rs_load_gs_index(sel) };
 }

@@ -162,6 +162,15 @@ pub(crate) enum Exit {
         /// What the instruction does.
         op: CrOp,
     },
+    /// The guest lowered its TPR below the class given to
+    /// [`VendorVcpu::set_tpr_threshold`] (VMX "TPR below threshold", a trap:
+    /// RIP is past the MOV to CR8). The interrupt it blocked may be taken now.
+    TprBelowThreshold,
+    /// The backend did not enter the guest (VMX: its VMCS is still active on
+    /// another CPU and must be cleared there first). Nothing ran; an event
+    /// programmed for this entry is taken back with
+    /// [`VendorVcpu::take_injected`] and the entry tried again.
+    NotEntered,
     /// Task switch through a gate or JMP/CALL to a TSS: not emulated.
     TaskSwitch,
     /// VM entry failed the hardware's checks.

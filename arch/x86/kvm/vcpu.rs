@@ -1192,8 +1192,14 @@ impl<B: Backend> X86Vcpu<B> {
         Ok(0)
     }
 
+    /// `KVM_GET_XCRS`: XCR0, or no register on a host without XSAVE (C:
+    /// `kvm_vcpu_ioctl_x86_get_xcrs()`).
     fn get_xcrs(&self, arg: usize) -> Result<isize> {
         let mut b = [0u8; 392];
+        if !x86::boot_cpu_has(x86::Feature::Xsave) {
+            UserSlice::new(arg, b.len()).writer().write_slice(&b)?;
+            return Ok(0);
+        }
         b[0..4].copy_from_slice(&1u32.to_ne_bytes());
         b[8..12].copy_from_slice(&0u32.to_ne_bytes());
         b[16..24].copy_from_slice(&self.xcr0.to_ne_bytes());
@@ -1206,7 +1212,7 @@ impl<B: Backend> X86Vcpu<B> {
         UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
         let nr = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
         let flags = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
-        if nr > 16 || flags != 0 {
+        if !x86::boot_cpu_has(x86::Feature::Xsave) || nr > 16 || flags != 0 {
             return Err(EINVAL);
         }
         for i in 0..nr as usize {
@@ -1354,6 +1360,7 @@ impl<B: Backend> X86Vcpu<B> {
             }
             self.inject_events(ctx);
             self.hw.prepare_entry();
+            let seen = (self.tlb_gen_seen, self.last_cpu);
             let (exit, next) = {
                 let irq = IrqDisabled::new();
                 let cpu = irq.cpu();
@@ -1402,6 +1409,13 @@ impl<B: Backend> X86Vcpu<B> {
                 }
                 r
             };
+            if let Exit::NotEntered = exit {
+                // Nothing ran: a flush asked for is still owed, and the
+                // event programmed for this entry goes back to be injected.
+                (self.tlb_gen_seen, self.last_cpu) = seen;
+                self.undo_injection();
+                continue;
+            }
             // CR8 writes do not exit: the guest's TPR comes back from the
             // hardware (C: `sync_cr8_to_lapic()`).
             let cr8 = u64::from(self.hw.tpr());
@@ -1555,7 +1569,11 @@ impl<B: Backend> X86Vcpu<B> {
             Exit::TdpFault { gpa, write, fetch, present, on_table_walk } => {
                 self.handle_tdp_fault(ctx, gpa, write, fetch, present, on_table_walk)?
             }
-            Exit::ExternalInterrupt | Exit::Nmi => Flow::Resume,
+            // The TPR the guest lowered was synced above; the interrupt it
+            // blocked is looked at before the next entry.
+            Exit::ExternalInterrupt | Exit::Nmi | Exit::TprBelowThreshold => Flow::Resume,
+            // Handled in `run_loop`, never passed here.
+            Exit::NotEntered => Flow::Resume,
             Exit::InterruptWindow => {
                 if !self.irqchip()
                     && self.user_irq.is_none()
@@ -2287,6 +2305,8 @@ fn exit_stat(exit: &Exit) -> Option<VcpuStat> {
         | Exit::Exception { .. }
         | Exit::DrAccess { .. }
         | Exit::CrAccess { .. }
+        | Exit::TprBelowThreshold
+        | Exit::NotEntered
         | Exit::TaskSwitch
         | Exit::FailedEntry { .. }
         | Exit::Unknown { .. } => return None,

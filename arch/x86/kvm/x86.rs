@@ -203,8 +203,9 @@ pub(crate) fn probe() -> Result<(Arc<dyn Arch>, Vendor)> {
         let arch: Arc<dyn Arch> = Arc::new(X86::new(b)?, GFP_KERNEL)?;
         Ok((arch, Vendor::Svm))
     } else if x86::boot_cpu_has(x86::Feature::Vmx) {
-        vmx::probe()?;
-        Err(EOPNOTSUPP)
+        let b = vmx::Vmx::new()?;
+        let arch: Arc<dyn Arch> = Arc::new(X86::new(b)?, GFP_KERNEL)?;
+        Ok((arch, Vendor::Vmx))
     } else {
         pr_err!("no hardware virtualization: the CPU has neither SVM nor VMX\n");
         Err(EOPNOTSUPP)
@@ -250,7 +251,9 @@ impl<B: Backend> Arch for X86<B> {
         match cap {
             KVM_CAP_IRQCHIP | KVM_CAP_HLT | KVM_CAP_EXT_CPUID | KVM_CAP_MP_STATE | KVM_CAP_NOP_IO_DELAY => 1,
             KVM_CAP_SET_TSS_ADDR | KVM_CAP_SET_IDENTITY_MAP_ADDR => 1,
-            KVM_CAP_VCPU_EVENTS | KVM_CAP_DEBUGREGS | KVM_CAP_XCRS | KVM_CAP_GET_TSC_KHZ => 1,
+            KVM_CAP_VCPU_EVENTS | KVM_CAP_DEBUGREGS | KVM_CAP_GET_TSC_KHZ => 1,
+            // XCR0 exists only on a host with XSAVE (Bochs's CPUs have none).
+            KVM_CAP_XCRS => i64::from(x86::boot_cpu_has(x86::Feature::Xsave)),
             KVM_CAP_GET_MSR_FEATURES => 1,
             KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
             KVM_CAP_TSC_DEADLINE_TIMER => 1,

@@ -1,11 +1,1549 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The Intel VMX backend (`arch/x86/kvm/vmx/vmx.c`).
+//! The Intel VMX backend (`arch/x86/kvm/vmx/vmx.c`): capabilities checked
+//! and controls adjusted at probe, VMX operation on every CPU, one VMCS per
+//! vCPU with EPT and a VPID, and the decoding of VM exits.
+//!
+//! Design, and how it differs from the C KVM:
+//!
+//! - The VMCS is touched only with interrupts disabled, inside
+//!   [`VmxVcpu::run`] (and the IPI that clears it). kvm-rs has no preempt
+//!   notifiers, so nothing tells the backend when the vCPU's task migrates;
+//!   instead the vCPU keeps its guest state in software, writes what changed
+//!   before each entry and reads back what the guest can change after each
+//!   exit, all while the VMCS is current on this CPU.
+//! - "Loading" the vCPU on a CPU: the first entry on a CPU puts the VMCS on
+//!   that CPU's loaded-VMCS list and VMPTRLDs it. If the VMCS is still
+//!   active on another CPU, the entry is abandoned and
+//!   [`VendorVcpu::prepare_entry`], which runs before each entry with
+//!   interrupts on, VMCLEARs it there with an IPI (as the C KVM's
+//!   `loaded_vmcs_clear()`), then the entry is tried again.
+//! - The host state the VMX host-state area cannot hold (selectors with RPL
+//!   or TI set, the LDT, the user GS base) is read before every entry and
+//!   restored after every exit (C: once per vcpu_load/vcpu_put).
+//! - `MSR_MISC_FEATURES_ENABLES` is read once per *load* of the vCPU, where
+//!   load means the start of `KVM_RUN` or an entry on another CPU than the
+//!   last one (without preempt notifiers these are the only points where
+//!   the host value can have changed for this task: it is per task, CPUID
+//!   faulting, or per CPU, ring-3 MWAIT).
 
-use kernel::prelude::*;
+use super::backend::{vector, Backend, CrOp, EntryCtx, Event, Exit, VendorVcpu};
+use super::msrs;
+use super::regs::{KvmDtable, KvmSegment, Seg};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use kernel::{
+    c_str,
+    prelude::*,
+    smp::{self, nr_cpu_ids, EmergencyVirtHandler, EmergencyVirtWith, Hotplug, HotplugCallbacks, IrqDisabled},
+    sync::Arc,
+    x86,
+};
+use loaded_vmcs::{Lists, NoNmi, Slot, NIL};
+use vmcs::{
+    cr0, entry_ctl, exit_ctl, interruptibility, intr_info, pin, proc, proc2, CrExit, CrPolicy, EptViolation, ExitReason,
+    FlushCaps, IoExit, MsrEntry, VmxBasic, VpidBitmap,
+};
+use vmx_ops::{CrFixed, CurrentVmcs, MsrList, VmxPage, VmxRegs, VmxonTest};
 
-/// The VMX backend does not exist yet: refuse to load rather than pretend.
-pub(super) fn probe() -> Result {
-    pr_err!("vmx: the VMX backend is not implemented yet; kvm-rs runs on AMD SVM only\n");
-    Err(EOPNOTSUPP)
+#[path = "loaded_vmcs.rs"]
+mod loaded_vmcs;
+#[path = "vmcs.rs"]
+pub(crate) mod vmcs;
+#[path = "vmx_ops.rs"]
+mod vmx_ops;
+
+kernel::module_param!(
+    VMXON_FAULT_TEST: i32 = 0,
+    "vmxon_fault_test",
+    "Test the VMXON error path: 1 bad VMXON region, 2 VMXON faults, 3 VMXON faults on the last CPU only"
+);
+
+/// The number of VMCSs that can exist at once (one per vCPU): the slots of
+/// the loaded-VMCS lists, allocated at module load so that the crash path
+/// never follows a pointer into freed memory.
+const MAX_VMCS: usize = 4096;
+
+/// The MSRs of the guest's MSR-load/store lists: switched by the CPU at
+/// each entry and exit (SDM 25.7.2, 25.8.2), so the guest may access them
+/// without exits. FS/GS base, SYSENTER and PAT are VMCS fields.
+const LIST_MSRS: [u32; 5] = [
+    0xc000_0102, // KERNEL_GS_BASE
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SYSCALL_MASK
+];
+
+/// MSRs the guest accesses directly (their state is in the VMCS or the lists).
+const PASSTHROUGH_MSRS: [u32; 11] = [
+    0xc000_0100, // FS_BASE
+    0xc000_0101, // GS_BASE
+    0xc000_0102, // KERNEL_GS_BASE
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SYSCALL_MASK
+    0x174,       // SYSENTER_CS
+    0x175,       // SYSENTER_ESP
+    0x176,       // SYSENTER_EIP
+    0x277,       // PAT: loaded and saved through the VMCS
+];
+
+/// The PAT at reset (SDM vol. 3, 11.12.4).
+const PAT_RESET: u64 = 0x0007_0406_0007_0406;
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+/// EFER bits.
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+/// The 32-bit word of the virtual-APIC page holding VTPR (offset 0x80).
+const VTPR_WORD: usize = 0x80 / 4;
+/// Exception bitmap: #MC, which the host must see (as SVM intercepts it).
+const EXCEPTION_BITMAP: u32 = 1 << vector::MC;
+
+/// The controls kvm-rs runs guests with, adjusted to the CPU (C:
+/// `setup_vmcs_config()`).
+#[derive(Clone, Copy, Debug)]
+struct VmxConfig {
+    basic: VmxBasic,
+    pin: u32,
+    proc: u32,
+    proc2: u32,
+    exit: u32,
+    entry: u32,
+    fixed: CrFixed,
+    cr0: CrPolicy,
+    cr4: CrPolicy,
+    flush: FlushCaps,
+    /// TPR shadow: CR8 accesses go to the virtual-APIC page without exits,
+    /// and lowering it below the TPR threshold exits. Without it every CR8
+    /// access exits.
+    tpr_shadow: bool,
+}
+
+fn read_cap(msr: u32) -> Result<u64> {
+    x86::rdmsr_safe(msr).map_err(|e| {
+        pr_err!("vmx: cannot read capability MSR {:#x}\n", msr);
+        e
+    })
+}
+
+/// Adjusts one control word, with a message naming the missing controls.
+fn adjust(name: &str, min: u32, opt: u32, cap: u64) -> Result<u32> {
+    vmcs::adjust_controls(min, opt, cap).map_err(|missing| {
+        pr_err!("vmx: the CPU lacks required {} controls {:#x}\n", name, missing);
+        EOPNOTSUPP
+    })
+}
+
+/// Reads and checks the capability MSRs (C: `vmx_check_processor_compat()`
+/// and `setup_vmcs_config()`): what kvm-rs requires is EPT with unrestricted
+/// guest, virtual NMIs, MSR bitmaps, and the controls that load and save
+/// EFER and PAT; VPID is used when present.
+fn probe() -> Result<VmxConfig> {
+    let fc = x86::rdmsr_safe(vmcs::msr::IA32_FEATURE_CONTROL).unwrap_or(0);
+    if let Err(why) = vmcs::feature_control_allows_vmxon(fc) {
+        pr_err!("vmx: {} (IA32_FEATURE_CONTROL = {:#x})\n", why, fc);
+        return Err(EOPNOTSUPP);
+    }
+    let basic = VmxBasic::from_msr(read_cap(vmcs::msr::IA32_VMX_BASIC)?);
+    if let Err(why) = basic.check() {
+        pr_err!("vmx: {}\n", why);
+        return Err(EOPNOTSUPP);
+    }
+    // With the TRUE MSRs, "default1" controls that may be 0 are reported
+    // as such (SDM A.2).
+    let (pin_msr, proc_msr, exit_msr, entry_msr) = if basic.true_ctls {
+        (
+            vmcs::msr::IA32_VMX_TRUE_PINBASED_CTLS,
+            vmcs::msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+            vmcs::msr::IA32_VMX_TRUE_EXIT_CTLS,
+            vmcs::msr::IA32_VMX_TRUE_ENTRY_CTLS,
+        )
+    } else {
+        (
+            vmcs::msr::IA32_VMX_PINBASED_CTLS,
+            vmcs::msr::IA32_VMX_PROCBASED_CTLS,
+            vmcs::msr::IA32_VMX_EXIT_CTLS,
+            vmcs::msr::IA32_VMX_ENTRY_CTLS,
+        )
+    };
+    let proc_cap = read_cap(proc_msr)?;
+    // CR8 in the virtual-APIC page when the CPU can (C KVM: required as
+    // "TPR shadow" since 5.x; kvm-rs falls back to CR8 exiting).
+    let tpr_shadow = (proc_cap >> 32) as u32 & proc::TPR_SHADOW != 0;
+    let cr8_ctls = if tpr_shadow { proc::TPR_SHADOW } else { proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING };
+    let pin = adjust(
+        "pin-based",
+        pin::EXT_INTR_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS,
+        0,
+        read_cap(pin_msr)?,
+    )?;
+    let proc = adjust(
+        "processor-based",
+        proc::HLT_EXITING
+            | proc::USE_TSC_OFFSETTING
+            | cr8_ctls
+            | proc::MOV_DR_EXITING
+            | proc::UNCOND_IO_EXITING
+            | proc::USE_MSR_BITMAPS
+            | proc::MWAIT_EXITING
+            | proc::MONITOR_EXITING
+            | proc::RDPMC_EXITING
+            | proc::SECONDARY_CONTROLS,
+        0,
+        proc_cap,
+    )?;
+    // The controls the guest toggles must be settable too.
+    if (proc_cap >> 32) as u32 & (proc::INTR_WINDOW_EXITING | proc::NMI_WINDOW_EXITING)
+        != proc::INTR_WINDOW_EXITING | proc::NMI_WINDOW_EXITING
+    {
+        pr_err!("vmx: the CPU lacks interrupt- or NMI-window exiting\n");
+        return Err(EOPNOTSUPP);
+    }
+    let ept_cap = read_cap(vmcs::msr::IA32_VMX_EPT_VPID_CAP)?;
+    let proc2_cap = read_cap(vmcs::msr::IA32_VMX_PROCBASED_CTLS2)?;
+    let vpid = vmcs::vpid_usable(proc2_cap, ept_cap);
+    let proc2 = adjust(
+        "secondary",
+        proc2::ENABLE_EPT | proc2::UNRESTRICTED_GUEST,
+        if vpid { proc2::ENABLE_VPID } else { 0 } | proc2::WBINVD_EXITING,
+        proc2_cap,
+    )?;
+    let exit = adjust(
+        "VM-exit",
+        exit_ctl::HOST_ADDR_SPACE_SIZE
+            | exit_ctl::SAVE_IA32_PAT
+            | exit_ctl::LOAD_IA32_PAT
+            | exit_ctl::SAVE_IA32_EFER
+            | exit_ctl::LOAD_IA32_EFER,
+        exit_ctl::SAVE_DEBUG_CONTROLS,
+        read_cap(exit_msr)?,
+    )?;
+    let entry = adjust(
+        "VM-entry",
+        entry_ctl::LOAD_IA32_PAT | entry_ctl::LOAD_IA32_EFER,
+        entry_ctl::LOAD_DEBUG_CONTROLS,
+        read_cap(entry_msr)?,
+    )?;
+    let mut flush = vmcs::flush_caps(ept_cap).map_err(|why| {
+        pr_err!("vmx: {}\n", why);
+        EOPNOTSUPP
+    })?;
+    if !vpid {
+        flush.invvpid = None;
+    }
+    let fixed = CrFixed {
+        cr0_fixed0: read_cap(vmcs::msr::IA32_VMX_CR0_FIXED0)?,
+        cr0_fixed1: read_cap(vmcs::msr::IA32_VMX_CR0_FIXED1)?,
+        cr4_fixed0: read_cap(vmcs::msr::IA32_VMX_CR4_FIXED0)?,
+        cr4_fixed1: read_cap(vmcs::msr::IA32_VMX_CR4_FIXED1)?,
+    };
+    Ok(VmxConfig {
+        basic,
+        pin,
+        proc,
+        proc2,
+        exit,
+        entry,
+        fixed,
+        cr0: CrPolicy::cr0(fixed.cr0_fixed0, fixed.cr0_fixed1, true),
+        cr4: CrPolicy::cr4(fixed.cr4_fixed0, fixed.cr4_fixed1),
+        flush,
+        tpr_shadow: proc & proc::TPR_SHADOW != 0,
+    })
+}
+
+/// One CPU's VMX state.
+struct VmxCpu {
+    /// The VMXON region.
+    vmxon: VmxPage,
+    /// VMXON succeeded and VMXOFF has not run.
+    enabled: AtomicBool,
+    /// Physical address of the current VMCS (0: none), to skip VMPTRLD.
+    current: AtomicU64,
+}
+
+/// What the CPUs, the crash path and the vCPUs share.
+struct VmxShared {
+    cfg: VmxConfig,
+    cpus: KVec<VmxCpu>,
+    /// The loaded-VMCS lists: slots and per-CPU heads.
+    slots: KVec<Slot>,
+    heads: KVec<AtomicU32>,
+    vpids: VpidBitmap<KVec<AtomicU64>>,
+    /// `vmxon_fault_test`, and the CPU it applies to (`None`: all).
+    fault_test: VmxonTest,
+    fault_test_cpu: Option<u32>,
+}
+
+impl VmxShared {
+    fn lists(&self) -> Lists<'_> {
+        Lists::new(&self.slots, &self.heads)
+    }
+
+    /// VMCLEARs every VMCS active on this CPU, then leaves VMX operation.
+    fn disable_this_cpu(&self, irq: &IrqDisabled) {
+        let cpu = irq.cpu();
+        self.lists().drain(cpu, |pa| {
+            let _ = vmx_ops::vmclear(pa);
+        }, &mut NoNmi);
+        if let Some(c) = self.cpus.get(cpu as usize) {
+            c.current.store(0, Ordering::Relaxed);
+            c.enabled.store(false, Ordering::Release);
+        }
+        vmx_ops::disable_on_this_cpu();
+    }
+}
+
+/// The crash/kexec callback (C: `vmx_emergency_disable_virtualization_cpu()`):
+/// in NMI context, VMCLEAR every VMCS on this CPU's list, without changing
+/// the list (the NMI may have interrupted an update of it), then VMXOFF.
+impl EmergencyVirtHandler for VmxShared {
+    fn disable_virtualization(&self) {
+        let irq = IrqDisabled::new();
+        if x86::read_cr4() & vmcs::cr4::VMXE == 0 {
+            return;
+        }
+        self.lists().walk(irq.cpu(), |pa| {
+            let _ = vmx_ops::vmclear(pa);
+        });
+        vmx_ops::disable_on_this_cpu();
+    }
+}
+
+/// The hotplug callbacks: VMX operation on every online CPU.
+struct VmxHp(Arc<VmxShared>);
+
+impl HotplugCallbacks for VmxHp {
+    fn startup(&self, cpu: u32) -> Result {
+        let sh = &self.0;
+        let c = sh.cpus.get(cpu as usize).ok_or(EINVAL)?;
+        let irq = IrqDisabled::new();
+        let test = match sh.fault_test_cpu {
+            Some(only) if only != cpu => VmxonTest::None,
+            _ => sh.fault_test,
+        };
+        match vmx_ops::enable_on_this_cpu(&irq, &c.vmxon, &sh.cfg.fixed, test) {
+            Ok(()) => {
+                c.current.store(0, Ordering::Relaxed);
+                c.enabled.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err((e, why)) => {
+                pr_err!("vmx: cannot enable VMX on CPU {}: {}; CR4.VMXE left clear\n", cpu, why);
+                Err(e)
+            }
+        }
+    }
+
+    fn teardown(&self, cpu: u32) -> Result {
+        let irq = IrqDisabled::new();
+        if irq.cpu() != cpu {
+            pr_err!("vmx: teardown of CPU {} ran on CPU {}\n", cpu, irq.cpu());
+            return Err(EINVAL);
+        }
+        self.0.disable_this_cpu(&irq);
+        Ok(())
+    }
+}
+
+/// The VMX backend.
+pub(crate) struct Vmx {
+    shared: Arc<VmxShared>,
+    /// Dropped first: every CPU leaves VMX operation.
+    _hp: Hotplug<VmxHp>,
+    /// Dropped after: the crash path no longer needs the lists.
+    _emergency: EmergencyVirtWith<VmxShared>,
+    /// The MSR bitmap shared by all vCPUs.
+    msr_bitmap: Arc<VmxPage>,
+    /// The bitmap that makes every MSR access exit, used while an MSR
+    /// filter is set (user space then decides about every MSR).
+    msr_bitmap_all: Arc<VmxPage>,
+}
+
+impl Vmx {
+    /// Checks the CPU, enables VMX on every CPU and prepares the shared structures.
+    pub(crate) fn new() -> Result<Self> {
+        let cfg = probe()?;
+        let ncpus = nr_cpu_ids() as usize;
+        let mut cpus = KVec::with_capacity(ncpus, GFP_KERNEL)?;
+        for _ in 0..ncpus {
+            let mut vmxon = VmxPage::new_zeroed(GFP_KERNEL)?;
+            vmxon[0] = cfg.basic.revision;
+            cpus.push(
+                VmxCpu { vmxon, enabled: AtomicBool::new(false), current: AtomicU64::new(0) },
+                GFP_KERNEL,
+            )?;
+        }
+        let mut slots = KVec::with_capacity(MAX_VMCS, GFP_KERNEL)?;
+        for _ in 0..MAX_VMCS {
+            slots.push(Slot::new(), GFP_KERNEL)?;
+        }
+        let mut heads = KVec::with_capacity(ncpus, GFP_KERNEL)?;
+        for _ in 0..ncpus {
+            heads.push(AtomicU32::new(NIL), GFP_KERNEL)?;
+        }
+        let mut words = KVec::with_capacity(VpidBitmap::<KVec<AtomicU64>>::WORDS, GFP_KERNEL)?;
+        for _ in 0..VpidBitmap::<KVec<AtomicU64>>::WORDS {
+            words.push(AtomicU64::new(0), GFP_KERNEL)?;
+        }
+        let (fault_test, fault_test_cpu) = match VMXON_FAULT_TEST.get() {
+            0 => (VmxonTest::None, None),
+            1 => (VmxonTest::BadRegion, None),
+            2 => (VmxonTest::Fault, None),
+            3 => (VmxonTest::Fault, Some(kernel::cpu::num_online_cpus().saturating_sub(1))),
+            v => {
+                pr_err!("vmx: vmxon_fault_test={} is not 0..3\n", v);
+                return Err(EINVAL);
+            }
+        };
+        if fault_test != VmxonTest::None {
+            pr_info!("vmx: vmxon_fault_test={}: VMXON will fail on purpose\n", VMXON_FAULT_TEST.get());
+        }
+        let shared = Arc::new(
+            VmxShared { cfg, cpus, slots, heads, vpids: VpidBitmap::new(words), fault_test, fault_test_cpu },
+            GFP_KERNEL,
+        )?;
+        let mut bitmap_all = VmxPage::new_zeroed(GFP_KERNEL)?;
+        bitmap_all.fill(u32::MAX);
+        let mut bitmap = VmxPage::new_zeroed(GFP_KERNEL)?;
+        {
+            // Every MSR exits, except the ones the VMCS switches.
+            let bytes: &mut [u32; 1024] = &mut bitmap;
+            bytes.fill(u32::MAX);
+            for msr in PASSTHROUGH_MSRS {
+                if let Some((rd, wr, bit)) = vmcs::msr_bitmap_pos(msr) {
+                    for byte in [rd, wr] {
+                        let (w, b) = (byte / 4, (byte % 4) * 8 + usize::from(bit));
+                        if let Some(word) = bytes.get_mut(w) {
+                            *word &= !(1u32 << b);
+                        }
+                    }
+                }
+            }
+        }
+        // The crash path must know the lists before any CPU can have a VMCS.
+        let emergency = EmergencyVirtWith::register(shared.clone())?;
+        let hp = Hotplug::register(c_str!("kvm-rs/vmx:online"), VmxHp(shared.clone()))?;
+        pr_info!(
+            "vmx: VMX enabled: EPT, unrestricted guest{}{}, VMCS revision {:#x}\n",
+            if cfg.proc2 & proc2::ENABLE_VPID != 0 { ", VPID" } else { "" },
+            if cfg.tpr_shadow { ", TPR shadow" } else { "" },
+            cfg.basic.revision
+        );
+        pr_info!(
+            "vmx: controls: pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}; INVEPT {:?}, INVVPID {:?}\n",
+            cfg.pin,
+            cfg.proc,
+            cfg.proc2,
+            cfg.exit,
+            cfg.entry,
+            cfg.flush.invept,
+            cfg.flush.invvpid
+        );
+        Ok(Self {
+            shared,
+            _hp: hp,
+            _emergency: emergency,
+            msr_bitmap: Arc::new(bitmap, GFP_KERNEL)?,
+            msr_bitmap_all: Arc::new(bitmap_all, GFP_KERNEL)?,
+        })
+    }
+}
+
+/// Groups of guest state that differ between the software copy and the VMCS.
+mod dirty {
+    pub(super) const SEGS: u32 = 1 << 0;
+    pub(super) const DTABLES: u32 = 1 << 1;
+    pub(super) const CRS: u32 = 1 << 2;
+    pub(super) const EFER: u32 = 1 << 3;
+    pub(super) const RFLAGS: u32 = 1 << 4;
+    pub(super) const MSRS: u32 = 1 << 5;
+    pub(super) const INTR_STATE: u32 = 1 << 6;
+    pub(super) const TSC: u32 = 1 << 7;
+    pub(super) const CONTROLS: u32 = 1 << 8;
+    pub(super) const EVENT: u32 = 1 << 9;
+    pub(super) const TPR_THRESHOLD: u32 = 1 << 10;
+    pub(super) const ALL: u32 = (1 << 11) - 1;
+}
+
+/// A vCPU's VMX state: the VMCS and the software copy of the guest state.
+pub(crate) struct VmxVcpu {
+    shared: Arc<VmxShared>,
+    msr_bitmap: Arc<VmxPage>,
+    msr_bitmap_all: Arc<VmxPage>,
+    /// The VMCS names `msr_bitmap_all` (an MSR filter is set).
+    msr_all: bool,
+    vmcs: VmxPage,
+    /// The virtual-APIC page (with TPR shadow): VTPR at offset 0x80.
+    vapic: Option<VmxPage>,
+    /// CR8 as last set, without TPR shadow (every CR8 access exits).
+    cr8: u8,
+    /// The TPR threshold field (0: no exit).
+    tpr_threshold: u32,
+    /// Its loaded-VMCS slot.
+    slot: u32,
+    vpid: u16,
+    /// Guest values of [`LIST_MSRS`]: VM-entry load list and VM-exit store list.
+    guest_msrs: MsrList,
+    /// Host values of [`LIST_MSRS`]: VM-exit load list.
+    host_msrs: MsrList,
+    /// VMLAUNCH done since the last VMCLEAR.
+    launched: bool,
+    /// The VMCS was never written: everything must be.
+    fresh: bool,
+    host_cache: vmx_ops::HostStateCache,
+    /// CPU of the last entry, and whether the host values read at load
+    /// (`vcpu_load`) are current.
+    last_cpu: Option<u32>,
+    host_loaded: bool,
+    host_misc_features: u64,
+    dirty: u32,
+    flush_pending: bool,
+
+    // Guest state.
+    segs: [KvmSegment; 8],
+    gdt: KvmDtable,
+    idt: KvmDtable,
+    /// CR0 and CR4 as the guest sees them (also the read shadows).
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    cr2: u64,
+    efer: u64,
+    rflags: u64,
+    dr6: u64,
+    dr7: u64,
+    intr_state: u32,
+    pending_dbg: u64,
+    sysenter_cs: u64,
+    sysenter_esp: u64,
+    sysenter_eip: u64,
+    pat: u64,
+    debugctl: u64,
+    tsc_offset: u64,
+    // Controls.
+    proc: u32,
+    /// VM-entry interruption information, error code, instruction length.
+    entry_intr: u32,
+    entry_err: u32,
+    entry_len: u32,
+    /// The last exit's IDT-vectoring information and error code.
+    idt_vectoring: u32,
+    idt_vectoring_err: u32,
+}
+
+/// The index of `s` in the guest segment table ([`vmcs::GUEST_SEGS`], `kvm_sregs` order).
+fn seg_index(s: Seg) -> usize {
+    match s {
+        Seg::Cs => 0,
+        Seg::Ds => 1,
+        Seg::Es => 2,
+        Seg::Fs => 3,
+        Seg::Gs => 4,
+        Seg::Ss => 5,
+        Seg::Tr => 6,
+        Seg::Ldtr => 7,
+    }
+}
+
+/// `smp::call_on_cpu` argument of [`clear_on_this_cpu`].
+struct ClearArg<'a> {
+    shared: &'a VmxShared,
+    slot: u32,
+    pa: u64,
+}
+
+/// VMCLEARs a vCPU's VMCS on the CPU where it is active and takes it off
+/// that CPU's list (C: `__loaded_vmcs_clear()`); runs in the IPI handler
+/// (interrupts off). Nothing to do if the VMCS moved meanwhile or the CPU's
+/// teardown already cleared it.
+fn clear_on_this_cpu(a: &ClearArg<'_>) {
+    let irq = IrqDisabled::new();
+    let cpu = irq.cpu();
+    let lists = a.shared.lists();
+    if lists.cpu_of(a.slot) != cpu {
+        return;
+    }
+    if let Some(c) = a.shared.cpus.get(cpu as usize) {
+        let _ = c.current.compare_exchange(a.pa, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let _ = vmx_ops::vmclear(a.pa);
+    lists.remove(cpu, a.slot, &mut NoNmi);
+}
+
+impl VmxVcpu {
+    /// Makes sure the VMCS is not active on another CPU than `here`:
+    /// VMCLEARs it where it is (IPI and wait). Interrupts on.
+    fn clear_elsewhere(&mut self, here: Option<u32>) {
+        let lists = self.shared.lists();
+        for _ in 0..8 {
+            let c = lists.cpu_of(self.slot);
+            if c == NIL || Some(c) == here {
+                return;
+            }
+            let arg = ClearArg { shared: &self.shared, slot: self.slot, pa: self.vmcs.phys_addr() };
+            if smp::call_on_cpu(c, &arg, clear_on_this_cpu).is_err() {
+                // Offline: its teardown cleared every VMCS it had.
+                return;
+            }
+        }
+    }
+
+    fn pol_cr0(&self) -> CrPolicy {
+        self.shared.cfg.cr0
+    }
+
+    fn pol_cr4(&self) -> CrPolicy {
+        self.shared.cfg.cr4
+    }
+
+    fn entry_controls(&self) -> u32 {
+        let mut e = self.shared.cfg.entry;
+        if self.efer & EFER_LMA != 0 {
+            e |= entry_ctl::IA32E_MODE;
+        }
+        e
+    }
+
+    fn secondary_controls(&self) -> u32 {
+        let mut p = self.shared.cfg.proc2;
+        if self.vpid == 0 {
+            p &= !proc2::ENABLE_VPID;
+        }
+        p
+    }
+
+    fn list_index(msr: u32) -> Option<usize> {
+        LIST_MSRS.iter().position(|m| *m == msr)
+    }
+
+    /// Writes what changed in the software copy into the VMCS.
+    fn write_guest_state(&mut self, v: &CurrentVmcs<'_>, rip: u64, rsp: u64) {
+        let d = if self.fresh { dirty::ALL } else { self.dirty };
+        if d & dirty::CONTROLS != 0 {
+            v.write32(vmcs::PIN_BASED_VM_EXEC_CONTROL, self.shared.cfg.pin);
+            v.write32(vmcs::CPU_BASED_VM_EXEC_CONTROL, self.proc);
+            v.write32(vmcs::SECONDARY_VM_EXEC_CONTROL, self.secondary_controls());
+            v.write32(vmcs::VM_EXIT_CONTROLS, self.shared.cfg.exit);
+            v.write32(vmcs::EXCEPTION_BITMAP, EXCEPTION_BITMAP);
+            v.write32(vmcs::PAGE_FAULT_ERROR_CODE_MASK, 0);
+            v.write32(vmcs::PAGE_FAULT_ERROR_CODE_MATCH, 0);
+            v.write32(vmcs::CR3_TARGET_COUNT, 0);
+            if self.vpid != 0 {
+                v.write16(vmcs::VIRTUAL_PROCESSOR_ID, self.vpid);
+            }
+            v.write_nat(vmcs::CR0_GUEST_HOST_MASK, self.pol_cr0().mask);
+            v.write_nat(vmcs::CR4_GUEST_HOST_MASK, self.pol_cr4().mask);
+            v.write32(vmcs::GUEST_ACTIVITY_STATE, 0);
+            v.write_nat(vmcs::GUEST_DR7, 0x400);
+            v.write64(vmcs::GUEST_IA32_DEBUGCTL, 0);
+        }
+        if d & dirty::SEGS != 0 {
+            for (i, f) in vmcs::GUEST_SEGS.iter().enumerate() {
+                let s = &self.segs[i];
+                let unusable = s.unusable != 0 || s.present == 0;
+                let mut attrib = s.attrib();
+                // Unrestricted guest requires the accessed bit of usable
+                // code and data segments (C: `__vmx_set_segment()`).
+                if i != seg_index(Seg::Ldtr) && i != seg_index(Seg::Tr) && !unusable {
+                    attrib |= vmcs::ar::ACCESSED as u16;
+                }
+                v.write16(f.selector, s.selector);
+                v.write_nat(f.base, s.base);
+                v.write32(f.limit, s.limit);
+                v.write32(f.ar, vmcs::ar::from_attrib(attrib, unusable));
+            }
+        }
+        if d & dirty::DTABLES != 0 {
+            v.write_nat(vmcs::GUEST_GDTR_BASE, self.gdt.base);
+            v.write32(vmcs::GUEST_GDTR_LIMIT, u32::from(self.gdt.limit));
+            v.write_nat(vmcs::GUEST_IDTR_BASE, self.idt.base);
+            v.write32(vmcs::GUEST_IDTR_LIMIT, u32::from(self.idt.limit));
+        }
+        if d & dirty::CRS != 0 {
+            v.write_nat(vmcs::GUEST_CR0, self.pol_cr0().hw_value(self.cr0));
+            v.write_nat(vmcs::CR0_READ_SHADOW, self.cr0);
+            v.write_nat(vmcs::GUEST_CR3, self.cr3);
+            v.write_nat(vmcs::GUEST_CR4, self.pol_cr4().hw_value(self.cr4));
+            v.write_nat(vmcs::CR4_READ_SHADOW, self.cr4);
+        }
+        if d & dirty::EFER != 0 {
+            v.write64(vmcs::GUEST_IA32_EFER, self.efer);
+            v.write32(vmcs::VM_ENTRY_CONTROLS, self.entry_controls());
+        }
+        if d & dirty::MSRS != 0 {
+            v.write32(vmcs::GUEST_SYSENTER_CS, self.sysenter_cs as u32);
+            v.write_nat(vmcs::GUEST_SYSENTER_ESP, self.sysenter_esp);
+            v.write_nat(vmcs::GUEST_SYSENTER_EIP, self.sysenter_eip);
+            v.write64(vmcs::GUEST_IA32_PAT, self.pat);
+        }
+        if d & dirty::INTR_STATE != 0 {
+            v.write32(vmcs::GUEST_INTERRUPTIBILITY_INFO, self.intr_state);
+            v.write_nat(vmcs::GUEST_PENDING_DBG_EXCEPTIONS, self.pending_dbg);
+        }
+        if d & dirty::TSC != 0 {
+            v.write64(vmcs::TSC_OFFSET, self.tsc_offset);
+        }
+        if d & dirty::TPR_THRESHOLD != 0 && self.vapic.is_some() {
+            v.write32(vmcs::TPR_THRESHOLD, self.tpr_threshold);
+        }
+        if d & dirty::EVENT != 0 {
+            v.write32(vmcs::VM_ENTRY_INTR_INFO_FIELD, self.entry_intr);
+            if self.entry_intr & intr_info::VALID != 0 {
+                v.write32(vmcs::VM_ENTRY_EXCEPTION_ERROR_CODE, self.entry_err);
+                v.write32(vmcs::VM_ENTRY_INSTRUCTION_LEN, self.entry_len);
+            }
+        }
+        // Written every time: cheap, and they change on nearly every exit.
+        v.write_nat(vmcs::GUEST_RIP, rip);
+        v.write_nat(vmcs::GUEST_RSP, rsp);
+        v.write_nat(vmcs::GUEST_RFLAGS, self.rflags | 2);
+        self.dirty = 0;
+        self.fresh = false;
+    }
+
+    /// Reads back what the guest can change without an exit.
+    fn read_guest_state(&mut self, v: &CurrentVmcs<'_>) -> (u64, u64) {
+        let rip = v.read_nat(vmcs::GUEST_RIP);
+        let rsp = v.read_nat(vmcs::GUEST_RSP);
+        self.rflags = v.read_nat(vmcs::GUEST_RFLAGS);
+        self.intr_state = v.read32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
+        self.pending_dbg = v.read_nat(vmcs::GUEST_PENDING_DBG_EXCEPTIONS);
+        self.cr0 = self.pol_cr0().guest_value(v.read_nat(vmcs::GUEST_CR0), self.cr0);
+        self.cr3 = v.read_nat(vmcs::GUEST_CR3);
+        self.cr4 = self.pol_cr4().guest_value(v.read_nat(vmcs::GUEST_CR4), self.cr4);
+        for (i, f) in vmcs::GUEST_SEGS.iter().enumerate() {
+            let ar = v.read32(f.ar);
+            let (attrib, _) = vmcs::ar::to_attrib(ar);
+            self.segs[i] =
+                KvmSegment::from_attrib(v.read16(f.selector), v.read_nat(f.base), v.read32(f.limit), attrib);
+        }
+        self.gdt = KvmDtable { base: v.read_nat(vmcs::GUEST_GDTR_BASE), limit: v.read32(vmcs::GUEST_GDTR_LIMIT) as u16 };
+        self.idt = KvmDtable { base: v.read_nat(vmcs::GUEST_IDTR_BASE), limit: v.read32(vmcs::GUEST_IDTR_LIMIT) as u16 };
+        self.sysenter_cs = u64::from(v.read32(vmcs::GUEST_SYSENTER_CS));
+        self.sysenter_esp = v.read_nat(vmcs::GUEST_SYSENTER_ESP);
+        self.sysenter_eip = v.read_nat(vmcs::GUEST_SYSENTER_EIP);
+        self.pat = v.read64(vmcs::GUEST_IA32_PAT);
+        (rip, rsp)
+    }
+
+    /// Reads `MSR_MISC_FEATURES_ENABLES` and the constant host MSRs of the
+    /// VM-exit load list: once per load (see the module documentation).
+    fn load_host_values(&mut self) {
+        self.host_misc_features = x86::rdmsr_safe(vmcs::MSR_MISC_FEATURES_ENABLES).unwrap_or(0);
+        for (i, msr) in LIST_MSRS.iter().enumerate() {
+            if *msr == 0xc000_0102 {
+                continue; // per entry: the task's user GS base
+            }
+            if let Some(e) = self.host_msrs.get_mut(i) {
+                e.value = x86::rdmsr_safe(*msr).unwrap_or(0);
+            }
+        }
+        self.host_loaded = true;
+    }
+
+    fn decode_exit(&mut self, v: &CurrentVmcs<'_>, irq: &IrqDisabled, reason: u32, rip: u64) -> (Exit, Option<u64>) {
+        let basic = ExitReason::from_basic(reason as u16);
+        let qual = v.read_ro_nat(vmcs::EXIT_QUALIFICATION);
+        let next = if basic.has_instruction_length() {
+            Some(rip.wrapping_add(u64::from(v.read_ro32(vmcs::VM_EXIT_INSTRUCTION_LEN))))
+        } else {
+            None
+        };
+        let exit = match basic {
+            ExitReason::ExceptionNmi => {
+                let info = v.read_ro32(vmcs::VM_EXIT_INTR_INFO);
+                match intr_info::kind(info) {
+                    intr_info::TYPE_NMI => {
+                        vmx_ops::handle_nmi_exit(irq);
+                        Exit::Nmi
+                    }
+                    _ => {
+                        let vector = intr_info::vector(info);
+                        let error_code =
+                            (info & intr_info::DELIVER_CODE != 0).then(|| v.read_ro32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                        Exit::Exception { vector, error_code, info: qual }
+                    }
+                }
+            }
+            ExitReason::ExternalInterrupt | ExitReason::Init | ExitReason::Sipi | ExitReason::Smi => {
+                Exit::ExternalInterrupt
+            }
+            ExitReason::TripleFault => Exit::Shutdown,
+            ExitReason::InterruptWindow => {
+                self.proc &= !proc::INTR_WINDOW_EXITING;
+                self.dirty |= dirty::CONTROLS;
+                Exit::InterruptWindow
+            }
+            ExitReason::NmiWindow => {
+                self.proc &= !proc::NMI_WINDOW_EXITING;
+                self.dirty |= dirty::CONTROLS;
+                Exit::InterruptWindow
+            }
+            ExitReason::TaskSwitch => Exit::TaskSwitch,
+            ExitReason::Cpuid => Exit::Cpuid,
+            ExitReason::Hlt => Exit::Hlt,
+            ExitReason::Invd | ExitReason::Wbinvd => Exit::Wbinvd,
+            ExitReason::Rdpmc => Exit::Rdpmc,
+            ExitReason::Vmcall => Exit::Hypercall,
+            ExitReason::Getsec
+            | ExitReason::Rsm
+            | ExitReason::VmxInstruction
+            | ExitReason::InvEptVpid
+            | ExitReason::Vmfunc
+            | ExitReason::Mwait
+            | ExitReason::Monitor
+            | ExitReason::Rdtscp
+            | ExitReason::Invpcid
+            | ExitReason::XsavesXrstors
+            | ExitReason::RdRandSeed => Exit::UdInstruction,
+            ExitReason::CrAccess => {
+                let (cr, op) = match CrExit::decode(qual) {
+                    CrExit::MovTo { cr, gpr } => (cr, CrOp::MovTo(gpr)),
+                    CrExit::MovFrom { cr, gpr } => (cr, CrOp::MovFrom(gpr)),
+                    CrExit::Clts => (0, CrOp::Clts),
+                    CrExit::Lmsw(src) => (0, CrOp::Lmsw(src)),
+                };
+                Exit::CrAccess { cr, op }
+            }
+            ExitReason::DrAccess => {
+                let (dr, write, gpr) = vmcs::decode_dr_exit(qual);
+                Exit::DrAccess { dr, write, gpr: Some(gpr) }
+            }
+            ExitReason::Io => {
+                let info = self.shared.cfg.basic.ins_outs_info.then(|| v.read_ro32(vmcs::VMX_INSTRUCTION_INFO));
+                let io = IoExit::decode(qual, info);
+                let seg = io.seg.and_then(|s| match s {
+                    0 => Some(Seg::Es),
+                    1 => Some(Seg::Cs),
+                    2 => Some(Seg::Ss),
+                    3 => Some(Seg::Ds),
+                    4 => Some(Seg::Fs),
+                    5 => Some(Seg::Gs),
+                    _ => None,
+                });
+                let addr_size = io.addr_size.unwrap_or_else(|| self.default_addr_size());
+                Exit::Io {
+                    port: io.port,
+                    size: io.size,
+                    input: io.input,
+                    string: io.string,
+                    rep: io.rep,
+                    addr_size,
+                    seg: if io.string && !io.input { seg } else { None },
+                }
+            }
+            ExitReason::TprBelowThreshold => Exit::TprBelowThreshold,
+            ExitReason::Rdmsr => Exit::Rdmsr,
+            ExitReason::Wrmsr => Exit::Wrmsr,
+            ExitReason::Xsetbv => Exit::Xsetbv,
+            ExitReason::Pause => Exit::Pause,
+            ExitReason::EptViolation => {
+                let e = EptViolation::decode(qual);
+                Exit::TdpFault {
+                    gpa: v.read_ro64(vmcs::GUEST_PHYSICAL_ADDRESS),
+                    write: e.write,
+                    fetch: e.fetch,
+                    present: e.present,
+                    on_table_walk: e.on_table_walk,
+                }
+            }
+            // kvm-rs never writes a misconfigured entry; treat the access
+            // as an MMIO or missing-page fault all the same, as the C KVM
+            // does for its MMIO entries.
+            ExitReason::EptMisconfig => Exit::TdpFault {
+                gpa: v.read_ro64(vmcs::GUEST_PHYSICAL_ADDRESS),
+                write: false,
+                fetch: false,
+                present: true,
+                on_table_walk: false,
+            },
+            ExitReason::InvalidGuestState | ExitReason::MsrLoadFail | ExitReason::MachineCheckOnEntry => {
+                Exit::FailedEntry { reason: u64::from(reason) }
+            }
+            ExitReason::Rdtsc
+            | ExitReason::Invlpg
+            | ExitReason::MonitorTrapFlag
+            | ExitReason::ApicAccess
+            | ExitReason::DescriptorTable
+            | ExitReason::PreemptionTimer
+            | ExitReason::Other(_) => Exit::Unknown {
+                code: u64::from(reason),
+                info1: qual,
+                info2: v.read_ro32(vmcs::VM_EXIT_INTR_INFO).into(),
+            },
+        };
+        (exit, next)
+    }
+
+    /// The address size of INS/OUTS when the CPU does not report it: the
+    /// default of the current mode (an address-size prefix is then missed,
+    /// as the C KVM misses it without the INS/OUTS information).
+    fn default_addr_size(&self) -> u8 {
+        let cs = &self.segs[seg_index(Seg::Cs)];
+        if self.efer & EFER_LMA != 0 && cs.l != 0 {
+            8
+        } else if self.cr0 & cr0::PE != 0 && cs.db != 0 {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// Reports a VMCS that could not be written or an entry that failed,
+    /// once per vCPU, with the values that usually explain it.
+    fn report_failure(&self, what: &str, detail: u64) {
+        pr_err!(
+            "vmx: vCPU VPID {}: {} ({:#x}); CR0 {:#x} CR4 {:#x} EFER {:#x} RFLAGS {:#x} CS {:#x}/{:#x}\n",
+            self.vpid,
+            what,
+            detail,
+            self.cr0,
+            self.cr4,
+            self.efer,
+            self.rflags,
+            self.segs[0].selector,
+            self.segs[0].attrib()
+        );
+    }
+}
+
+impl Drop for VmxVcpu {
+    fn drop(&mut self) {
+        // The VMCS must be inactive everywhere before its page is freed.
+        self.clear_elsewhere(None);
+        let lists = self.shared.lists();
+        self.shared.vpids.free(self.vpid);
+        if lists.cpu_of(self.slot) != NIL || !lists.free(self.slot) {
+            // Still active somewhere (cannot happen: a CPU clears its VMCSs
+            // before going offline): never free memory a CPU may write.
+            pr_err!("vmx: a VMCS could not be cleared; leaking it\n");
+            let page = core::mem::replace(&mut self.vmcs, match VmxPage::new_zeroed(GFP_KERNEL) {
+                Ok(p) => p,
+                Err(_) => return,
+            });
+            core::mem::forget(page);
+        }
+    }
+}
+
+impl Backend for Vmx {
+    type Vcpu = VmxVcpu;
+
+    fn create_vcpu(&self) -> Result<VmxVcpu> {
+        let mut vmcs = VmxPage::new_zeroed(GFP_KERNEL_ACCOUNT)?;
+        vmcs[0] = self.shared.cfg.basic.revision;
+        let mut guest_msrs = MsrList::new_zeroed(GFP_KERNEL_ACCOUNT)?;
+        let mut host_msrs = MsrList::new_zeroed(GFP_KERNEL_ACCOUNT)?;
+        for (i, msr) in LIST_MSRS.iter().enumerate() {
+            guest_msrs[i] = MsrEntry { index: *msr, reserved: 0, value: 0 };
+            host_msrs[i] = MsrEntry { index: *msr, reserved: 0, value: 0 };
+        }
+        let vapic = if self.shared.cfg.tpr_shadow { Some(VmxPage::new_zeroed(GFP_KERNEL_ACCOUNT)?) } else { None };
+        // Last: nothing after this may fail (the slot would leak).
+        let slot = self.shared.lists().alloc(vmcs.phys_addr()).ok_or_else(|| {
+            pr_err!("vmx: more than {} vCPUs\n", MAX_VMCS);
+            ENOMEM
+        })?;
+        let vpid = if self.shared.cfg.proc2 & proc2::ENABLE_VPID != 0 { self.shared.vpids.alloc().unwrap_or(0) } else { 0 };
+        let mut v = VmxVcpu {
+            shared: self.shared.clone(),
+            msr_bitmap: self.msr_bitmap.clone(),
+            msr_bitmap_all: self.msr_bitmap_all.clone(),
+            msr_all: false,
+            vmcs,
+            vapic,
+            cr8: 0,
+            tpr_threshold: 0,
+            slot,
+            vpid,
+            guest_msrs,
+            host_msrs,
+            launched: false,
+            fresh: true,
+            host_cache: Default::default(),
+            last_cpu: None,
+            host_loaded: false,
+            host_misc_features: 0,
+            dirty: dirty::ALL,
+            flush_pending: true,
+            segs: [KvmSegment::default(); 8],
+            gdt: KvmDtable::default(),
+            idt: KvmDtable::default(),
+            cr0: 0,
+            cr3: 0,
+            cr4: 0,
+            cr2: 0,
+            efer: 0,
+            rflags: 2,
+            dr6: 0xffff_0ff0,
+            dr7: 0x400,
+            intr_state: 0,
+            pending_dbg: 0,
+            sysenter_cs: 0,
+            sysenter_esp: 0,
+            sysenter_eip: 0,
+            pat: PAT_RESET,
+            debugctl: 0,
+            tsc_offset: 0,
+            proc: self.shared.cfg.proc,
+            entry_intr: 0,
+            entry_err: 0,
+            entry_len: 0,
+            idt_vectoring: 0,
+            idt_vectoring_err: 0,
+        };
+        v.reset();
+        Ok(v)
+    }
+
+    fn tdp_leaf(&self, pa: u64, writable: bool) -> u64 {
+        vmcs::ept::leaf(pa, writable)
+    }
+
+    fn tdp_table(&self, pa: u64) -> u64 {
+        vmcs::ept::table(pa)
+    }
+
+    fn tdp_present(&self, pte: u64) -> bool {
+        vmcs::ept::present(pte)
+    }
+
+    fn tdp_levels(&self) -> u32 {
+        // Guest-physical addresses are limited to 48 bits (`max_gfn()`), so
+        // 4-level EPT covers them whatever the host's paging depth; 5-level
+        // EPT would only be needed beyond.
+        4
+    }
+}
+
+impl VendorVcpu for VmxVcpu {
+    fn reset(&mut self) {
+        // The power-on state (SDM vol. 3A, 10.1.1, table 10-1; C:
+        // `vmx_vcpu_reset()`), CS:IP = f000:fff0 at base ffff0000.
+        let data = KvmSegment::from_attrib(0, 0, 0xffff, 0x93);
+        self.segs = [data; 8];
+        self.segs[seg_index(Seg::Cs)] = KvmSegment::from_attrib(0xf000, 0xffff_0000, 0xffff, 0x9b);
+        self.segs[seg_index(Seg::Ldtr)] = KvmSegment::from_attrib(0, 0, 0xffff, 0x82);
+        self.segs[seg_index(Seg::Tr)] = KvmSegment::from_attrib(0, 0, 0xffff, 0x8b);
+        self.gdt = KvmDtable { base: 0, limit: 0xffff };
+        self.idt = KvmDtable { base: 0, limit: 0xffff };
+        self.cr0 = 0x6000_0010;
+        self.cr2 = 0;
+        self.cr3 = 0;
+        self.cr4 = 0;
+        self.efer = 0;
+        self.rflags = 2;
+        self.dr6 = 0xffff_0ff0;
+        self.dr7 = 0x400;
+        self.intr_state = 0;
+        self.pending_dbg = 0;
+        self.sysenter_cs = 0;
+        self.sysenter_esp = 0;
+        self.sysenter_eip = 0;
+        self.pat = PAT_RESET;
+        self.debugctl = 0;
+        for e in self.guest_msrs.iter_mut().take(LIST_MSRS.len()) {
+            e.value = 0;
+        }
+        self.proc = self.shared.cfg.proc;
+        self.entry_intr = 0;
+        self.idt_vectoring = 0;
+        self.dirty = dirty::ALL;
+        self.flush_pending = true;
+    }
+
+    fn seg(&self, s: Seg) -> KvmSegment {
+        self.segs[seg_index(s)]
+    }
+
+    fn set_seg(&mut self, s: Seg, v: &KvmSegment) {
+        let mut v = *v;
+        if v.present == 0 {
+            v.unusable = 1;
+        }
+        self.segs[seg_index(s)] = v;
+        self.dirty |= dirty::SEGS;
+    }
+
+    fn gdt(&self) -> KvmDtable {
+        self.gdt
+    }
+
+    fn set_gdt(&mut self, v: &KvmDtable) {
+        self.gdt = *v;
+        self.dirty |= dirty::DTABLES;
+    }
+
+    fn idt(&self) -> KvmDtable {
+        self.idt
+    }
+
+    fn set_idt(&mut self, v: &KvmDtable) {
+        self.idt = *v;
+        self.dirty |= dirty::DTABLES;
+    }
+
+    fn cr0(&self) -> u64 {
+        self.cr0
+    }
+
+    fn set_cr0(&mut self, v: u64) {
+        let old = self.cr0;
+        self.cr0 = v;
+        // Paging on or off with EFER.LME set enters or leaves IA-32e mode:
+        // the CPU would set EFER.LMA, but the write was intercepted (C:
+        // `vmx_set_cr0()`, `enter_lmode()`/`exit_lmode()`).
+        if self.efer & EFER_LME != 0 && (old ^ v) & cr0::PG != 0 {
+            if v & cr0::PG != 0 {
+                self.efer |= EFER_LMA;
+            } else {
+                self.efer &= !EFER_LMA;
+            }
+            self.dirty |= dirty::EFER;
+        }
+        if (old ^ v) & (cr0::PG | cr0::PE | cr0::WP) != 0 {
+            self.flush_pending = true;
+        }
+        self.dirty |= dirty::CRS;
+    }
+
+    fn cr2(&self) -> u64 {
+        self.cr2
+    }
+
+    fn set_cr2(&mut self, v: u64) {
+        self.cr2 = v;
+    }
+
+    fn cr3(&self) -> u64 {
+        self.cr3
+    }
+
+    fn set_cr3(&mut self, v: u64) {
+        if v != self.cr3 {
+            self.flush_pending = true;
+        }
+        self.cr3 = v;
+        self.dirty |= dirty::CRS;
+    }
+
+    fn cr4(&self) -> u64 {
+        self.cr4
+    }
+
+    fn set_cr4(&mut self, v: u64) {
+        if (v ^ self.cr4) & !(1 << 18) != 0 {
+            // Paging-mode bits (PAE, PGE, PSE, PCIDE, SMEP, LA57...): flush
+            // as the CPU would (SDM 4.10.4.1).
+            self.flush_pending = true;
+        }
+        self.cr4 = v;
+        self.dirty |= dirty::CRS;
+    }
+
+    fn efer(&self) -> u64 {
+        self.efer
+    }
+
+    fn set_efer(&mut self, v: u64) {
+        self.efer = v;
+        self.dirty |= dirty::EFER;
+    }
+
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+
+    fn set_rflags(&mut self, v: u64) {
+        self.rflags = v | 2;
+    }
+
+    fn dr6(&self) -> u64 {
+        self.dr6
+    }
+
+    fn set_dr6(&mut self, v: u64) {
+        self.dr6 = v;
+    }
+
+    fn dr7(&self) -> u64 {
+        self.dr7
+    }
+
+    fn set_dr7(&mut self, v: u64) {
+        self.dr7 = v;
+    }
+
+    fn cpl(&self) -> u8 {
+        // The CPL is SS.DPL under VMX (SDM 27.3.1.2, checks on SS).
+        self.segs[seg_index(Seg::Ss)].dpl & 3
+    }
+
+    fn interrupt_shadow(&self) -> bool {
+        self.intr_state & (interruptibility::STI | interruptibility::MOV_SS) != 0
+    }
+
+    fn set_interrupt_shadow(&mut self, on: bool) {
+        let old = self.intr_state;
+        self.intr_state &= !(interruptibility::STI | interruptibility::MOV_SS);
+        if on {
+            // STI blocking requires RFLAGS.IF (SDM 27.3.1.5); MOV SS does not.
+            self.intr_state |=
+                if self.rflags & RFLAGS_IF != 0 { interruptibility::STI } else { interruptibility::MOV_SS };
+        }
+        if old != self.intr_state {
+            self.dirty |= dirty::INTR_STATE;
+        }
+    }
+
+    fn get_msr(&self, index: u32) -> Option<u64> {
+        if let Some(i) = Self::list_index(index) {
+            return self.guest_msrs.get(i).map(|e| e.value);
+        }
+        Some(match index {
+            0xc000_0100 => self.segs[seg_index(Seg::Fs)].base,
+            0xc000_0101 => self.segs[seg_index(Seg::Gs)].base,
+            0x174 => self.sysenter_cs,
+            0x175 => self.sysenter_esp,
+            0x176 => self.sysenter_eip,
+            0x277 => self.pat,
+            0x1d9 => self.debugctl,
+            _ => return None,
+        })
+    }
+
+    fn set_msr(&mut self, index: u32, value: u64) -> Option<core::result::Result<(), ()>> {
+        // Canonical checks were made by common code (`msrs::canonicalize`).
+        let known = Self::list_index(index).is_some() || matches!(index, 0xc000_0100 | 0xc000_0101 | 0x174..=0x176 | 0x277 | 0x1d9);
+        if !known {
+            return None;
+        }
+        if let Some(i) = Self::list_index(index) {
+            let value = if index == 0xc000_0084 { value & 0xffff_ffff } else { value };
+            if let Some(e) = self.guest_msrs.get_mut(i) {
+                e.value = value;
+            }
+            return Some(Ok(()));
+        }
+        let ok = match index {
+            0xc000_0100 => {
+                self.segs[seg_index(Seg::Fs)].base = value;
+                self.dirty |= dirty::SEGS;
+                true
+            }
+            0xc000_0101 => {
+                self.segs[seg_index(Seg::Gs)].base = value;
+                self.dirty |= dirty::SEGS;
+                true
+            }
+            0x174 => {
+                self.sysenter_cs = value & 0xffff_ffff;
+                self.dirty |= dirty::MSRS;
+                true
+            }
+            0x175 => {
+                self.sysenter_esp = value;
+                self.dirty |= dirty::MSRS;
+                true
+            }
+            0x176 => {
+                self.sysenter_eip = value;
+                self.dirty |= dirty::MSRS;
+                true
+            }
+            0x277 => {
+                let valid = msrs::pat_valid(value);
+                if valid {
+                    self.pat = value;
+                    self.dirty |= dirty::MSRS;
+                }
+                valid
+            }
+            _ => {
+                // DEBUGCTL: BTF and LBR are accepted and dropped (no LBR
+                // virtualization; C: `vmx_set_msr()`), other bits #GP.
+                let ok = value & !0x3 == 0;
+                if ok {
+                    self.debugctl = 0;
+                }
+                ok
+            }
+        };
+        Some(if ok { Ok(()) } else { Err(()) })
+    }
+
+    fn set_tsc_offset(&mut self, offset: u64) {
+        self.tsc_offset = offset;
+        self.dirty |= dirty::TSC;
+    }
+
+    fn inject(&mut self, ev: Event) {
+        let (vector, kind, err, len) = match ev {
+            Event::Exception { vector, error_code } => {
+                // No error code in real mode (unrestricted guest: SDM 27.2.1.3).
+                let code = if self.cr0 & cr0::PE != 0 { error_code } else { None };
+                (vector, intr_info::TYPE_HW_EXCEPTION, code, 0)
+            }
+            Event::Nmi => {
+                // Exit once the guest unblocks NMIs again (its IRET), so
+                // that a pending one is looked at (as SVM's IRET intercept).
+                self.proc |= proc::NMI_WINDOW_EXITING;
+                self.dirty |= dirty::CONTROLS;
+                (2, intr_info::TYPE_NMI, None, 0)
+            }
+            Event::Interrupt { vector, soft: false } => (vector, intr_info::TYPE_EXT_INTR, None, 0),
+            // An INTn re-injected from user space: its length is not known
+            // here; INT imm8 is two bytes.
+            Event::Interrupt { vector, soft: true } => (vector, intr_info::TYPE_SOFT_INTR, None, 2),
+        };
+        self.entry_intr = intr_info::encode(vector, kind, err.is_some());
+        self.entry_err = err.unwrap_or(0);
+        self.entry_len = len;
+        self.dirty |= dirty::EVENT;
+    }
+
+    fn interrupted_event(&self) -> Option<Event> {
+        let info = self.idt_vectoring;
+        if info & intr_info::VALID == 0 {
+            return None;
+        }
+        let vector = intr_info::vector(info);
+        match intr_info::kind(info) {
+            intr_info::TYPE_EXT_INTR => Some(Event::Interrupt { vector, soft: false }),
+            intr_info::TYPE_NMI => Some(Event::Nmi),
+            intr_info::TYPE_HW_EXCEPTION => Some(Event::Exception {
+                vector,
+                error_code: (info & intr_info::DELIVER_CODE != 0).then_some(self.idt_vectoring_err),
+            }),
+            // INTn, INT3, INTO, INT1: executed again (RIP still points at it).
+            _ => None,
+        }
+    }
+
+    fn take_injected(&mut self) -> Option<Event> {
+        let info = core::mem::take(&mut self.entry_intr);
+        if info & intr_info::VALID == 0 {
+            return None;
+        }
+        self.dirty |= dirty::EVENT;
+        let vector = intr_info::vector(info);
+        // The four kinds `inject` programs.
+        match intr_info::kind(info) {
+            intr_info::TYPE_NMI => {
+                // `inject` sets it again with the NMI.
+                self.proc &= !proc::NMI_WINDOW_EXITING;
+                self.dirty |= dirty::CONTROLS;
+                Some(Event::Nmi)
+            }
+            intr_info::TYPE_HW_EXCEPTION => Some(Event::Exception {
+                vector,
+                error_code: (info & intr_info::DELIVER_CODE != 0).then_some(self.entry_err),
+            }),
+            intr_info::TYPE_SOFT_INTR => Some(Event::Interrupt { vector, soft: true }),
+            _ => Some(Event::Interrupt { vector, soft: false }),
+        }
+    }
+
+    fn interrupt_allowed(&self) -> bool {
+        self.rflags & RFLAGS_IF != 0
+            && self.intr_state & (interruptibility::STI | interruptibility::MOV_SS) == 0
+            && self.entry_intr & intr_info::VALID == 0
+    }
+
+    fn nmi_allowed(&self) -> bool {
+        self.intr_state & (interruptibility::STI | interruptibility::MOV_SS | interruptibility::NMI) == 0
+            && self.entry_intr & intr_info::VALID == 0
+    }
+
+    fn set_interrupt_window(&mut self, on: bool) {
+        let p = if on { self.proc | proc::INTR_WINDOW_EXITING } else { self.proc & !proc::INTR_WINDOW_EXITING };
+        if p != self.proc {
+            self.proc = p;
+            self.dirty |= dirty::CONTROLS;
+        }
+    }
+
+    fn tpr(&self) -> u8 {
+        match &self.vapic {
+            // VTPR bits 7:4 are CR8 (SDM 30.1.1, "Virtualized APIC Registers").
+            Some(p) => ((p[VTPR_WORD] >> 4) & 0xf) as u8,
+            None => self.cr8,
+        }
+    }
+
+    fn set_tpr(&mut self, cr8: u8) {
+        self.cr8 = cr8 & 0xf;
+        if let Some(p) = &mut self.vapic {
+            p[VTPR_WORD] = u32::from(self.cr8) << 4;
+        }
+    }
+
+    fn set_tpr_threshold(&mut self, class: Option<u8>) {
+        // C: `vmx_update_cr8_intercept()`. With TPR shadow a MOV to CR8 that
+        // lowers VTPR[7:4] below the threshold exits after it completes (SDM
+        // 30.1.2); VM entry requires the threshold not to exceed VTPR[7:4]
+        // (SDM 27.2.1.1), which holds for a class the TPR blocks. Without
+        // TPR shadow every CR8 write exits anyway (`Exit::CrAccess`).
+        let t = class.map_or(0, |c| u32::from(c.min(self.tpr())));
+        if t != self.tpr_threshold {
+            self.tpr_threshold = t;
+            self.dirty |= dirty::TPR_THRESHOLD;
+        }
+    }
+
+    fn vcpu_load(&mut self) {
+        self.host_loaded = false;
+    }
+
+    fn prepare_entry(&mut self) {
+        let here = IrqDisabled::new().cpu();
+        self.clear_elsewhere(Some(here));
+    }
+
+    fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
+        let cpu = irq.cpu();
+        let shared = self.shared.clone();
+        let Some(pc) = shared.cpus.get(cpu as usize) else {
+            return (Exit::FailedEntry { reason: u64::MAX }, None);
+        };
+        // No entry this time: the common code tries again.
+        let retry = (Exit::NotEntered, None);
+        self.idt_vectoring = 0;
+        if !pc.enabled.load(Ordering::Acquire) {
+            // This CPU is going offline (or the crash path ran): the task
+            // is about to be moved elsewhere.
+            return retry;
+        }
+        let lists = shared.lists();
+        let pa = self.vmcs.phys_addr();
+        match lists.cpu_of(self.slot) {
+            c if c == cpu => {}
+            NIL => {
+                // Load: on the list first, then VMPTRLD (the crash path
+                // must find every VMCS that can be active).
+                lists.add(cpu, self.slot, &mut NoNmi);
+                self.launched = false;
+                if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
+                    let _ = vmx_ops::vmclear(pa);
+                    lists.remove(cpu, self.slot, &mut NoNmi);
+                    self.report_failure("VMPTRLD failed", pa);
+                    return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
+                }
+                pc.current.store(pa, Ordering::Relaxed);
+                // Flush every context of this VM on the new CPU: it may
+                // hold stale translations from an earlier stay (C:
+                // KVM_REQ_TLB_FLUSH in `vmx_vcpu_load_vmcs()`).
+                self.flush_pending = true;
+            }
+            // Active on another CPU: `prepare_entry` clears it there.
+            _ => return retry,
+        }
+        if pc.current.load(Ordering::Relaxed) != pa {
+            if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
+                self.report_failure("VMPTRLD failed", pa);
+                return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
+            }
+            pc.current.store(pa, Ordering::Relaxed);
+            // Another vCPU ran here: keep its branch predictions away (C:
+            // `vmx_vcpu_load_vmcs()`).
+            x86::indirect_branch_prediction_barrier();
+        }
+        if self.last_cpu != Some(cpu) {
+            self.host_loaded = false;
+            self.last_cpu = Some(cpu);
+        }
+        if !self.host_loaded {
+            self.load_host_values();
+        }
+
+        let v = CurrentVmcs::new(irq);
+        let host = vmx_ops::write_host_state(irq, &v, &mut self.host_cache);
+        if let Some(e) = self.host_msrs.get_mut(0) {
+            e.value = host.kernel_gs_base;
+        }
+        if self.fresh {
+            self.msr_all = !ctx.msr_passthrough;
+            v.set_pointers(&vmx_ops::VmcsPointers {
+                msr_bitmap: if self.msr_all { &self.msr_bitmap_all } else { &self.msr_bitmap },
+                virtual_apic: self.vapic.as_ref(),
+                entry_load: &self.guest_msrs,
+                entry_load_count: LIST_MSRS.len(),
+                exit_store: &self.guest_msrs,
+                exit_store_count: LIST_MSRS.len(),
+                exit_load: &self.host_msrs,
+                exit_load_count: LIST_MSRS.len(),
+                eptp: vmcs::ept::eptp(ctx.tdp_root, 4),
+            });
+        } else if self.msr_all == ctx.msr_passthrough {
+            self.msr_all = !ctx.msr_passthrough;
+            v.set_msr_bitmap(if self.msr_all { &self.msr_bitmap_all } else { &self.msr_bitmap });
+        }
+        self.write_guest_state(&v, *rip, gprs[4]);
+        if ctx.flush_tlb || self.flush_pending {
+            let eptp = vmcs::ept::eptp(ctx.tdp_root, 4);
+            let flush = self.shared.cfg.flush;
+            let _ = vmx_ops::invept(irq, flush.invept, eptp);
+            if let (Some(t), true) = (flush.invvpid, self.vpid != 0) {
+                let _ = vmx_ops::invvpid(irq, t, self.vpid);
+            }
+            self.flush_pending = false;
+        }
+        if let Some((n, enc)) = v.failed() {
+            self.dirty = dirty::ALL;
+            self.report_failure("VMCS writes failed", u64::from(enc) | (u64::from(n) << 32));
+            return (Exit::FailedEntry { reason: u64::MAX - 2 }, None);
+        }
+
+        let sw = vmx_ops::SwitchCtx {
+            launched: self.launched,
+            guest_xcr0: ctx.guest_xcr0,
+            host_xcr0: ctx.host_xcr0,
+            guest_pkru: ctx.guest_pkru,
+            host_pkru: ctx.host_pkru,
+            misc_features: vmcs::misc_features_switch(self.host_misc_features, 0),
+        };
+        let mut regs = VmxRegs { gprs: *gprs, cr2: self.cr2 };
+        let out = vmx_ops::run(irq, &mut regs, &sw);
+        ctx.exit_xcr0 = out.xcr0;
+        ctx.exit_pkru = out.pkru;
+        vmx_ops::restore_host_segments(irq, &host);
+
+        if let Err(e) = out.result {
+            let err = match e {
+                vmx_ops::VmxError::FailValid => u64::from(v.read_ro32(vmcs::VM_INSTRUCTION_ERROR)),
+                vmx_ops::VmxError::FailInvalid => u64::MAX - 3,
+                vmx_ops::VmxError::Fault => u64::MAX - 4,
+            };
+            if e == vmx_ops::VmxError::FailValid {
+                pr_err!("vmx: VM entry failed: {}\n", vmcs::instruction_error_name(err as u32));
+            }
+            self.report_failure("VMLAUNCH/VMRESUME failed", err);
+            self.dirty = dirty::ALL;
+            return (Exit::FailedEntry { reason: err }, None);
+        }
+        *gprs = regs.gprs;
+        self.cr2 = regs.cr2;
+        let reason = v.read_ro32(vmcs::VM_EXIT_REASON);
+        if reason & vmcs::EXIT_REASON_FAILED_VMENTRY != 0 {
+            // The guest state failed the entry checks: nothing ran. The
+            // software copy stays as it was, to be written again.
+            self.report_failure("VM entry failed the guest-state checks", u64::from(reason));
+            self.dirty = dirty::ALL;
+            return (Exit::FailedEntry { reason: u64::from(reason) }, None);
+        }
+        self.launched = true;
+        // The event, if any, was delivered or is in the IDT-vectoring info now.
+        self.entry_intr = 0;
+        self.idt_vectoring = v.read_ro32(vmcs::IDT_VECTORING_INFO_FIELD);
+        if self.idt_vectoring & intr_info::VALID != 0 {
+            self.idt_vectoring_err = v.read_ro32(vmcs::IDT_VECTORING_ERROR_CODE);
+        }
+        let (new_rip, rsp) = self.read_guest_state(&v);
+        gprs[4] = rsp;
+        *rip = new_rip;
+        self.decode_exit(&v, irq, reason, new_rip)
+    }
 }

@@ -88,3 +88,11 @@ mod irq_comm;
 #[allow(dead_code)]
 #[path = "../../../../virt/kvm/stats.rs"]
 mod stats;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/vmx/vmcs.rs"]
+mod vmcs;
+
+#[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/vmx/loaded_vmcs.rs"]
+mod loaded_vmcs;
