@@ -43,12 +43,14 @@ out=$(/usr/sbin/kexec -p /boot/bzImage --initrd=/tmp/crash.cpio \
 [ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ] || fail "crash kernel not loaded"
 say "@@LOG crash_kexec: crash kernel loaded ($(cat /sys/kernel/kexec_crash_size) bytes reserved)"
 
-# Guests on every CPU, so that each CPU has a VMCS loaded when it crashes.
+# A vCPU pinned to every CPU, run there once then halted in the guest, so
+# that each CPU has a VMCS loaded when it crashes.
 /tests/kvm-rs/kvm_rs_spin > /tmp/spin.log 2>&1 &
+# Short sleeps: under Bochs an emulated second costs over a minute of host time.
 for i in $(seq 1 600); do
 	grep -q spinning /tmp/spin.log && break
 	grep -q kvm_rs_spin: /tmp/spin.log && break
-	sleep 1
+	sleep 0.1
 done
 grep -q spinning /tmp/spin.log || fail "guests did not start: $(cat /tmp/spin.log)"
 say "@@LOG crash_kexec: $(cat /tmp/spin.log); crashing the host"
