@@ -67,8 +67,12 @@ run_suite "vm: kvm-rs load without SVM/VMX" bash scripts/vmtest.sh KVM=none CPU=
   TESTS="kvm-rs/no_virt_load_test"
 
 # 4. The C KVM of the same tree, same project selftests: the ABI yardstick.
+#    kvm_rs_leak_test is left out here: it measures kvm-rs, not an ABI answer,
+#    and the C KVM's deferred frees (vmap areas, kmalloc-8) show as growth in it
+#    when the machine is loaded (failed 2 of 3 runs on 2026-11-26).
+C_PROJECT_TESTS=$(echo $PROJECT_TESTS | tr ' ' '\n' | grep -v '^kvm-rs/kvm_rs_leak_test$' | tr '\n' ' ')
 run_suite "vm: C KVM (QEMU, SVM)" bash scripts/vmtest.sh KVM=c \
-  TESTS="$PROJECT_TESTS kvm_binary_stats_test guest_print_test x86_64/cpuid_test x86_64/set_sregs_test"
+  TESTS="$C_PROJECT_TESTS kvm_binary_stats_test guest_print_test x86_64/cpuid_test x86_64/set_sregs_test"
 
 # 5. The VMX backend under Bochs (emulated Intel VMX with EPT), about 30 times
 #    slower than TCG: a selection that fits about 8 minutes on 2 cores. Each test
