@@ -416,8 +416,6 @@ pub(crate) struct HostSegments {
     fs: u16,
     gs: u16,
     ldt: u16,
-    /// The task's FS base.
-    pub(crate) fs_base: u64,
     /// The task's user GS base (in `MSR_KERNEL_GS_BASE` while in the kernel).
     pub(crate) kernel_gs_base: u64,
 }
@@ -497,11 +495,12 @@ pub(crate) fn write_host_state(irq: &IrqDisabled, v: &CurrentVmcs<'_>, cache: &m
             cache.fs = Some((fs, gs, fs_base));
         }
     }
-    HostSegments { ds, es, fs, gs, ldt, fs_base, kernel_gs_base }
+    HostSegments { ds, es, fs, gs, ldt, kernel_gs_base }
 }
 
 /// What [`write_host_state`] last wrote into a VMCS, so that only changes
-/// are written. Reset whenever the VMCS is cleared.
+/// are written. Keyed by CPU: the fields stay in the VMCS across VMCLEAR,
+/// and a VMCS used on another CPU in between gets them all written again.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HostStateCache {
     cpu: Option<u32>,
@@ -510,12 +509,6 @@ pub(crate) struct HostStateCache {
     fs: Option<(u16, u16, u64)>,
 }
 
-impl HostStateCache {
-    /// Forgets everything (the VMCS was cleared or will be loaded elsewhere).
-    pub(crate) fn reset(&mut self) {
-        *self = Self::default();
-    }
-}
 
 /// After a VM exit: restores what the exit left different from the host's
 /// state (C: `vmx_prepare_switch_to_host()`): the LDT and selectors with RPL
