@@ -220,7 +220,7 @@ impl WalkCaps {
 pub(crate) struct X86Vcpu<B: Backend> {
     vm: Arc<X86VmShared<B>>,
     shared: Arc<VcpuShared>,
-    hw: B::Vcpu,
+    hw: KBox<B::Vcpu>,
     gprs: [u64; 16],
     rip: u64,
     cpuid: KVec<CpuidEntry>,
@@ -235,7 +235,7 @@ pub(crate) struct X86Vcpu<B: Backend> {
     /// The guest's PKRU (switched only if the host uses protection keys).
     pkru: u32,
     fpu: GuestFpu,
-    lapic: Lapic,
+    lapic: KBox<Lapic>,
     mp_state: u32,
     tsc_offset: u64,
     tsc_adjust: u64,
@@ -288,7 +288,7 @@ impl<B: Backend> X86Vcpu<B> {
             ioapic_in_kernel: irqchip,
             ..LapicConfig::DEFAULT
         };
-        let mut lapic = Lapic::new(id, cfg);
+        let mut lapic = KBox::new(Lapic::new(id, cfg), GFP_KERNEL_ACCOUNT)?;
         lapic.reset(id == 0, &vm.lapic_flags());
         let mut v = Self {
             vm,

@@ -450,7 +450,7 @@ impl SvmVcpu {
 impl Backend for Svm {
     type Vcpu = SvmVcpu;
 
-    fn create_vcpu(&self) -> Result<SvmVcpu> {
+    fn create_vcpu(&self) -> Result<KBox<SvmVcpu>> {
         let mut v = SvmVcpu {
             vmcb: HwBox::new_zeroed(GFP_KERNEL_ACCOUNT)?,
             cpus: self.cpus.clone(),
@@ -478,7 +478,7 @@ impl Backend for Svm {
         c.int_ctl = V_INTR_MASKING;
         c.nested_ctl = NP_ENABLE;
         v.reset();
-        Ok(v)
+        Ok(KBox::new(v, GFP_KERNEL_ACCOUNT)?)
     }
 
     fn tdp_leaf(&self, pa: u64, writable: bool) -> u64 {

@@ -55,7 +55,7 @@ const fn width_eq(a: Width, b: Width) -> bool {
 /// at compile time for constants, an encoding of another width or kind, a
 /// "high" access encoding (bit 0) or bits outside the defined ones.
 macro_rules! field_type {
-    ($(#[$m:meta])* $name:ident, $width:expr, $ro:expr) => {
+    ($(#[$m:meta])* $name:ident, $width:expr, $ro:expr, $val:ty) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub(crate) struct $name(u32);
@@ -75,38 +75,59 @@ macro_rules! field_type {
             pub(crate) const fn encoding(self) -> u32 {
                 self.0
             }
+
+            /// This field's value in what VMREAD returned for it.
+            #[inline(always)]
+            pub(crate) const fn value_of(self, raw: u64) -> $val {
+                raw as $val
+            }
         }
     };
 }
 
 field_type!(
     /// A writable 16-bit field.
-    Field16, Width::W16, false
+    Field16, Width::W16, false, u16
 );
 field_type!(
     /// A writable 32-bit field.
-    Field32, Width::W32, false
+    Field32, Width::W32, false, u32
 );
 field_type!(
     /// A writable 64-bit field.
-    Field64, Width::W64, false
+    Field64, Width::W64, false, u64
 );
 field_type!(
     /// A writable natural-width field.
-    FieldNat, Width::Natural, false
+    FieldNat, Width::Natural, false, u64
 );
 field_type!(
     /// A read-only 32-bit field (VM-exit information).
-    RoField32, Width::W32, true
+    RoField32, Width::W32, true, u32
 );
 field_type!(
     /// A read-only 64-bit field (VM-exit information).
-    RoField64, Width::W64, true
+    RoField64, Width::W64, true, u64
 );
 field_type!(
     /// A read-only natural-width field (VM-exit information).
-    RoFieldNat, Width::Natural, true
+    RoFieldNat, Width::Natural, true, u64
 );
+
+/// `raw_of` for the writable field types only: a write set of a read-only
+/// field does not compile.
+macro_rules! writable {
+    ($($name:ident: $val:ty),*) => {
+        $(impl $name {
+            /// What VMWRITE takes for `value` of this field.
+            #[inline(always)]
+            pub(crate) const fn raw_of(self, value: $val) -> u64 {
+                value as u64
+            }
+        })*
+    };
+}
+writable!(Field16: u16, Field32: u32, Field64: u64, FieldNat: u64);
 
 /// Declares field constants: `NAME: Type = encoding;`.
 macro_rules! fields {
@@ -414,6 +435,287 @@ pub(crate) const GUEST_SEGS: [SegFields; 8] = [
         ar: GUEST_LDTR_AR_BYTES,
     },
 ];
+
+/// Whether `enc` is a field only the instruction module may write: host
+/// state (where and how a VM exit returns to the host) and the physical
+/// addresses of structures the CPU reads or writes, with their counts.
+pub(crate) const fn is_privileged(enc: u32) -> bool {
+    const ADDRESSES: [u32; 13] = [
+        IO_BITMAP_A.encoding(),
+        IO_BITMAP_B.encoding(),
+        MSR_BITMAP.encoding(),
+        VM_EXIT_MSR_STORE_ADDR.encoding(),
+        VM_EXIT_MSR_LOAD_ADDR.encoding(),
+        VM_ENTRY_MSR_LOAD_ADDR.encoding(),
+        VIRTUAL_APIC_PAGE_ADDR.encoding(),
+        APIC_ACCESS_ADDR.encoding(),
+        EPT_POINTER.encoding(),
+        VMCS_LINK_POINTER.encoding(),
+        VM_EXIT_MSR_STORE_COUNT.encoding(),
+        VM_EXIT_MSR_LOAD_COUNT.encoding(),
+        VM_ENTRY_MSR_LOAD_COUNT.encoding(),
+    ];
+    if (enc >> 10) & 3 == 3 {
+        return true;
+    }
+    let mut i = 0;
+    while i < ADDRESSES.len() {
+        if ADDRESSES[i] == enc {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// A group of fields read with one call into the instruction module (one
+/// loop of VMREADs there) instead of one call per field: the exit path reads
+/// some sixty fields, and a call each cost several times the VMREAD itself.
+/// The values stay as VMREAD returned them, in one array the instruction
+/// module fills directly; declared with [`field_set!`], whose accessors
+/// keep the width typing (a member's type must be its field's value type).
+pub(crate) trait FieldSet: Sized {
+    /// The fields' encodings, in member order.
+    const ENCODINGS: &'static [u32];
+    /// All fields 0.
+    fn zeroed() -> Self;
+    /// The raw values, in `ENCODINGS` order.
+    fn raw(&self) -> &[u64];
+    /// The same, for VMREAD to fill in.
+    fn raw_mut(&mut self) -> &mut [u64];
+}
+
+/// A [`FieldSet`] of writable, unprivileged fields, written with one call.
+pub(crate) trait WritableFieldSet: FieldSet {}
+
+/// Declares a set of VMCS fields: `Name, index_module { member: type =
+/// FIELD, ... }` gives `Name` with one accessor per member (and
+/// `index_module`, private, numbering them).
+macro_rules! field_set {
+    ($(#[$m:meta])* $name:ident, $idx:ident { $($(#[$fm:meta])* $f:ident: $t:ty = $field:ident,)* }) => {
+        mod $idx {
+            #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+            pub(super) enum I {
+                $($f,)*
+            }
+            pub(super) const N: usize = [$(stringify!($f)),*].len();
+        }
+
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) struct $name {
+            raw: [u64; $idx::N],
+        }
+
+        impl FieldSet for $name {
+            const ENCODINGS: &'static [u32] = &[$($field.encoding()),*];
+            fn zeroed() -> Self {
+                Self { raw: [0; $idx::N] }
+            }
+            fn raw(&self) -> &[u64] {
+                &self.raw
+            }
+            fn raw_mut(&mut self) -> &mut [u64] {
+                &mut self.raw
+            }
+        }
+
+        #[allow(dead_code)]
+        impl $name {
+            $(
+                $(#[$fm])*
+                #[inline(always)]
+                pub(crate) fn $f(&self) -> $t {
+                    $field.value_of(self.raw[$idx::I::$f as usize])
+                }
+            )*
+        }
+    };
+}
+
+/// [`field_set!`] for a set that is also written, with `new` taking every
+/// member: each field must be writable (`raw_of` exists only for those) and
+/// unprivileged (checked when the set is declared).
+macro_rules! writable_field_set {
+    ($(#[$m:meta])* $name:ident, $idx:ident { $($(#[$fm:meta])* $f:ident: $t:ty = $field:ident,)* }) => {
+        field_set!($(#[$m])* $name, $idx { $($(#[$fm])* $f: $t = $field,)* });
+
+        impl WritableFieldSet for $name {}
+
+        impl $name {
+            /// The set with these values.
+            pub(crate) fn new($($f: $t),*) -> Self {
+                let mut raw = [0; $idx::N];
+                $(raw[$idx::I::$f as usize] = $field.raw_of($f);)*
+                Self { raw }
+            }
+        }
+
+        const _: () = {
+            let e = <$name as FieldSet>::ENCODINGS;
+            let mut i = 0;
+            while i < e.len() {
+                assert!(!is_privileged(e[i]), "a privileged field in a writable field set");
+                i += 1;
+            }
+        };
+    };
+}
+
+field_set! {
+    /// What the exit path reads after every VM exit: the exit information and
+    /// the guest state the guest can change without an exit (C reads these
+    /// lazily, one inlined VMREAD at a time; see vmx.rst).
+    ExitState, exit_state_idx {
+        /// `VM_EXIT_REASON`.
+        reason: u32 = VM_EXIT_REASON,
+        /// `EXIT_QUALIFICATION`.
+        qualification: u64 = EXIT_QUALIFICATION,
+        /// `VM_EXIT_INSTRUCTION_LEN`.
+        insn_len: u32 = VM_EXIT_INSTRUCTION_LEN,
+        /// `VMX_INSTRUCTION_INFO`.
+        insn_info: u32 = VMX_INSTRUCTION_INFO,
+        /// `VM_EXIT_INTR_INFO`.
+        intr_info: u32 = VM_EXIT_INTR_INFO,
+        /// `VM_EXIT_INTR_ERROR_CODE`.
+        intr_error: u32 = VM_EXIT_INTR_ERROR_CODE,
+        /// `IDT_VECTORING_INFO_FIELD`.
+        idt_vectoring: u32 = IDT_VECTORING_INFO_FIELD,
+        /// `IDT_VECTORING_ERROR_CODE`.
+        idt_vectoring_error: u32 = IDT_VECTORING_ERROR_CODE,
+        /// `GUEST_PHYSICAL_ADDRESS`.
+        gpa: u64 = GUEST_PHYSICAL_ADDRESS,
+        /// RIP.
+        rip: u64 = GUEST_RIP,
+        /// RSP.
+        rsp: u64 = GUEST_RSP,
+        /// RFLAGS.
+        rflags: u64 = GUEST_RFLAGS,
+        /// Interruptibility state.
+        intr_state: u32 = GUEST_INTERRUPTIBILITY_INFO,
+        /// Pending debug exceptions.
+        pending_dbg: u64 = GUEST_PENDING_DBG_EXCEPTIONS,
+        /// CR0 as the hardware runs it.
+        cr0: u64 = GUEST_CR0,
+        /// CR3.
+        cr3: u64 = GUEST_CR3,
+        /// CR4 as the hardware runs it.
+        cr4: u64 = GUEST_CR4,
+        /// CS selector, base, limit, access rights; then DS, ES, FS, GS, SS,
+        /// TR, LDTR (`GUEST_SEGS` order).
+        cs_sel: u16 = GUEST_CS_SELECTOR,
+        /// CS base.
+        cs_base: u64 = GUEST_CS_BASE,
+        /// CS limit.
+        cs_limit: u32 = GUEST_CS_LIMIT,
+        /// CS access rights.
+        cs_ar: u32 = GUEST_CS_AR_BYTES,
+        /// DS selector.
+        ds_sel: u16 = GUEST_DS_SELECTOR,
+        /// DS base.
+        ds_base: u64 = GUEST_DS_BASE,
+        /// DS limit.
+        ds_limit: u32 = GUEST_DS_LIMIT,
+        /// DS access rights.
+        ds_ar: u32 = GUEST_DS_AR_BYTES,
+        /// ES selector.
+        es_sel: u16 = GUEST_ES_SELECTOR,
+        /// ES base.
+        es_base: u64 = GUEST_ES_BASE,
+        /// ES limit.
+        es_limit: u32 = GUEST_ES_LIMIT,
+        /// ES access rights.
+        es_ar: u32 = GUEST_ES_AR_BYTES,
+        /// FS selector.
+        fs_sel: u16 = GUEST_FS_SELECTOR,
+        /// FS base.
+        fs_base: u64 = GUEST_FS_BASE,
+        /// FS limit.
+        fs_limit: u32 = GUEST_FS_LIMIT,
+        /// FS access rights.
+        fs_ar: u32 = GUEST_FS_AR_BYTES,
+        /// GS selector.
+        gs_sel: u16 = GUEST_GS_SELECTOR,
+        /// GS base.
+        gs_base: u64 = GUEST_GS_BASE,
+        /// GS limit.
+        gs_limit: u32 = GUEST_GS_LIMIT,
+        /// GS access rights.
+        gs_ar: u32 = GUEST_GS_AR_BYTES,
+        /// SS selector.
+        ss_sel: u16 = GUEST_SS_SELECTOR,
+        /// SS base.
+        ss_base: u64 = GUEST_SS_BASE,
+        /// SS limit.
+        ss_limit: u32 = GUEST_SS_LIMIT,
+        /// SS access rights.
+        ss_ar: u32 = GUEST_SS_AR_BYTES,
+        /// TR selector.
+        tr_sel: u16 = GUEST_TR_SELECTOR,
+        /// TR base.
+        tr_base: u64 = GUEST_TR_BASE,
+        /// TR limit.
+        tr_limit: u32 = GUEST_TR_LIMIT,
+        /// TR access rights.
+        tr_ar: u32 = GUEST_TR_AR_BYTES,
+        /// LDTR selector.
+        ldtr_sel: u16 = GUEST_LDTR_SELECTOR,
+        /// LDTR base.
+        ldtr_base: u64 = GUEST_LDTR_BASE,
+        /// LDTR limit.
+        ldtr_limit: u32 = GUEST_LDTR_LIMIT,
+        /// LDTR access rights.
+        ldtr_ar: u32 = GUEST_LDTR_AR_BYTES,
+        /// GDTR base.
+        gdtr_base: u64 = GUEST_GDTR_BASE,
+        /// GDTR limit.
+        gdtr_limit: u32 = GUEST_GDTR_LIMIT,
+        /// IDTR base.
+        idtr_base: u64 = GUEST_IDTR_BASE,
+        /// IDTR limit.
+        idtr_limit: u32 = GUEST_IDTR_LIMIT,
+        /// `IA32_SYSENTER_CS`.
+        sysenter_cs: u32 = GUEST_SYSENTER_CS,
+        /// `IA32_SYSENTER_ESP`.
+        sysenter_esp: u64 = GUEST_SYSENTER_ESP,
+        /// `IA32_SYSENTER_EIP`.
+        sysenter_eip: u64 = GUEST_SYSENTER_EIP,
+        /// `IA32_PAT`.
+        pat: u64 = GUEST_IA32_PAT,
+    }
+}
+
+/// One guest segment as the VMCS holds it: selector, base, limit, access rights.
+pub(crate) type RawSeg = (u16, u64, u32, u32);
+
+impl ExitState {
+    /// The guest segments in `GUEST_SEGS` order.
+    pub(crate) fn segs(&self) -> [RawSeg; 8] {
+        [
+            (self.cs_sel(), self.cs_base(), self.cs_limit(), self.cs_ar()),
+            (self.ds_sel(), self.ds_base(), self.ds_limit(), self.ds_ar()),
+            (self.es_sel(), self.es_base(), self.es_limit(), self.es_ar()),
+            (self.fs_sel(), self.fs_base(), self.fs_limit(), self.fs_ar()),
+            (self.gs_sel(), self.gs_base(), self.gs_limit(), self.gs_ar()),
+            (self.ss_sel(), self.ss_base(), self.ss_limit(), self.ss_ar()),
+            (self.tr_sel(), self.tr_base(), self.tr_limit(), self.tr_ar()),
+            (self.ldtr_sel(), self.ldtr_base(), self.ldtr_limit(), self.ldtr_ar()),
+        ]
+    }
+}
+
+writable_field_set! {
+    /// What every VM entry writes: the registers that change on nearly
+    /// every exit.
+    EntryRegs, entry_regs_idx {
+        /// RIP.
+        rip: u64 = GUEST_RIP,
+        /// RSP.
+        rsp: u64 = GUEST_RSP,
+        /// RFLAGS.
+        rflags: u64 = GUEST_RFLAGS,
+    }
+}
 
 /// Pin-based VM-execution controls (SDM 25.6.1).
 pub(crate) mod pin {
@@ -1460,6 +1762,47 @@ mod tests {
     #[should_panic(expected = "access kind")]
     fn writable_exit_info_is_refused() {
         let _ = Field32::new(0x4402);
+    }
+
+    #[test]
+    fn exit_state_reads_each_field_once_and_segments_in_table_order() {
+        let enc = <ExitState as FieldSet>::ENCODINGS;
+        for (i, e) in enc.iter().enumerate() {
+            assert!(!enc[i + 1..].contains(e), "field {:#x} twice", e);
+        }
+        // Give every field a distinct raw value, then check each segment
+        // accessor returns the fields GUEST_SEGS names for that segment.
+        let mut x = <ExitState as FieldSet>::zeroed();
+        for (r, e) in x.raw_mut().iter_mut().zip(enc) {
+            *r = u64::from(*e) << 8 | 0x5a;
+        }
+        for (i, (sel, base, limit, ar)) in x.segs().into_iter().enumerate() {
+            let f = &GUEST_SEGS[i];
+            assert_eq!(sel, f.selector.value_of(u64::from(f.selector.encoding()) << 8 | 0x5a));
+            assert_eq!(base, u64::from(f.base.encoding()) << 8 | 0x5a);
+            assert_eq!(limit, f.limit.value_of(u64::from(f.limit.encoding()) << 8 | 0x5a));
+            assert_eq!(ar, f.ar.value_of(u64::from(f.ar.encoding()) << 8 | 0x5a));
+        }
+        assert_eq!(x.reason(), (u64::from(VM_EXIT_REASON.encoding()) << 8 | 0x5a) as u32);
+    }
+
+    #[test]
+    fn entry_regs_hold_what_was_given_in_field_order() {
+        let e = EntryRegs::new(0x1000, 0x2000, 0x202);
+        assert_eq!(<EntryRegs as FieldSet>::ENCODINGS, &[GUEST_RIP.encoding(), GUEST_RSP.encoding(), GUEST_RFLAGS.encoding()]);
+        assert_eq!(e.raw(), &[0x1000, 0x2000, 0x202]);
+        assert_eq!((e.rip(), e.rsp(), e.rflags()), (0x1000, 0x2000, 0x202));
+    }
+
+    #[test]
+    fn privileged_fields_are_host_state_and_addresses() {
+        assert!(is_privileged(HOST_RIP.encoding()));
+        assert!(is_privileged(EPT_POINTER.encoding()));
+        assert!(is_privileged(MSR_BITMAP.encoding()));
+        assert!(is_privileged(VM_ENTRY_MSR_LOAD_COUNT.encoding()));
+        assert!(!is_privileged(GUEST_RIP.encoding()));
+        assert!(!is_privileged(CPU_BASED_VM_EXEC_CONTROL.encoding()));
+        assert!(!is_privileged(GUEST_CS_SELECTOR.encoding()));
     }
 
     #[test]

@@ -100,6 +100,48 @@ SYM_FUNC_START(kvm_rs_vmread)
 	_ASM_EXTABLE(1b, 2b)
 SYM_FUNC_END(kvm_rs_vmread)
 
+/*
+ * u64 kvm_rs_vmread_many(const u32 *fields, u64 *values, u64 n): VMREADs
+ * fields[0..n] into values[0..n] in one call (the exit path reads some fifty
+ * fields; one call each cost more than the reads). Returns how many were
+ * read: n on success, else the index of the field that failed or faulted
+ * (values from there on are not written).
+ */
+SYM_FUNC_START(kvm_rs_vmread_many)
+	xor %eax, %eax
+	test %rdx, %rdx
+	jz 4f
+1:	mov (%rdi,%rax,4), %ecx
+3:	vmread %rcx, %r8
+	jbe 4f
+	mov %r8, (%rsi,%rax,8)
+	inc %rax
+	cmp %rdx, %rax
+	jb 1b
+4:	RET
+	_ASM_EXTABLE(3b, 4b)
+SYM_FUNC_END(kvm_rs_vmread_many)
+
+/*
+ * u64 kvm_rs_vmwrite_many(const u32 *fields, const u64 *values, u64 n): the
+ * same for VMWRITE. Returns n on success, else the index of the field that
+ * failed or faulted (fields from there on are not written).
+ */
+SYM_FUNC_START(kvm_rs_vmwrite_many)
+	xor %eax, %eax
+	test %rdx, %rdx
+	jz 4f
+1:	mov (%rdi,%rax,4), %ecx
+	mov (%rsi,%rax,8), %r8
+3:	vmwrite %r8, %rcx
+	jbe 4f
+	inc %rax
+	cmp %rdx, %rax
+	jb 1b
+4:	RET
+	_ASM_EXTABLE(3b, 4b)
+SYM_FUNC_END(kvm_rs_vmwrite_many)
+
 /* u64 kvm_rs_vmwrite(u64 field, u64 value) */
 SYM_FUNC_START(kvm_rs_vmwrite)
 1:	vmwrite %rsi, %rdi

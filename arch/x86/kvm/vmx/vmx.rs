@@ -41,7 +41,7 @@ use kernel::{
 use capabilities::{probe, VmxConfig};
 use loaded_vmcs::{Lists, NoNmi, Slot, NIL};
 use vmcs::{
-    cr0, entry_ctl, interruptibility, intr_info, proc, proc2, CrExit, CrPolicy, EptViolation, ExitReason, IoExit,
+    cr0, entry_ctl, interruptibility, intr_info, proc, proc2, CrExit, CrPolicy, EptViolation, ExitReason, ExitState, IoExit,
     MsrEntry, VpidBitmap,
 };
 use vmx_ops::{CurrentVmcs, MsrList, VmxPage, VmxRegs, VmxonTest};
@@ -353,7 +353,13 @@ pub(crate) struct VmxVcpu {
     flush_pending: bool,
 
     // Guest state.
+    /// The segments (`GUEST_SEGS` order), unless `raw_segs` is newer.
     segs: [KvmSegment; 8],
+    /// The segments as read at the last exit, until something asks for or
+    /// changes one (`seg_at`, `segs_mut`).
+    raw_segs: Option<[vmcs::RawSeg; 8]>,
+    /// What the last exit read (`run`).
+    exit: ExitState,
     gdt: KvmDtable,
     idt: KvmDtable,
     /// CR0 and CR4 as the guest sees them (also the read shadows).
@@ -385,6 +391,12 @@ pub(crate) struct VmxVcpu {
 }
 
 /// The index of `s` in the guest segment table ([`vmcs::GUEST_SEGS`], `kvm_sregs` order).
+/// A segment as the VMCS holds it, in `kvm_segment` form.
+fn raw_to_seg((selector, base, limit, ar): vmcs::RawSeg) -> KvmSegment {
+    let (attrib, _) = vmcs::ar::to_attrib(ar);
+    KvmSegment::from_attrib(selector, base, limit, attrib)
+}
+
 fn seg_index(s: Seg) -> usize {
     match s {
         Seg::Cs => 0,
@@ -492,7 +504,7 @@ impl VmxVcpu {
         }
         if d & dirty::SEGS != 0 {
             for (i, f) in vmcs::GUEST_SEGS.iter().enumerate() {
-                let s = &self.segs[i];
+                let s = &self.segs_mut()[i];
                 let unusable = s.unusable != 0 || s.present == 0;
                 let mut attrib = s.attrib();
                 // Unrestricted guest requires the accessed bit of usable
@@ -546,37 +558,30 @@ impl VmxVcpu {
                 v.write32(vmcs::VM_ENTRY_INSTRUCTION_LEN, self.entry_len);
             }
         }
-        // Written every time: cheap, and they change on nearly every exit.
-        v.write_nat(vmcs::GUEST_RIP, rip);
-        v.write_nat(vmcs::GUEST_RSP, rsp);
-        v.write_nat(vmcs::GUEST_RFLAGS, self.rflags | 2);
+        // Written every time: they change on nearly every exit.
+        v.write_set(&vmcs::EntryRegs::new(rip, rsp, self.rflags | 2));
         self.dirty = 0;
         self.fresh = false;
     }
 
-    /// Reads back what the guest can change without an exit.
-    fn read_guest_state(&mut self, v: &CurrentVmcs<'_>) -> (u64, u64) {
-        let rip = v.read_nat(vmcs::GUEST_RIP);
-        let rsp = v.read_nat(vmcs::GUEST_RSP);
-        self.rflags = v.read_nat(vmcs::GUEST_RFLAGS);
-        self.intr_state = v.read32(vmcs::GUEST_INTERRUPTIBILITY_INFO);
-        self.pending_dbg = v.read_nat(vmcs::GUEST_PENDING_DBG_EXCEPTIONS);
-        self.cr0 = self.pol_cr0().guest_value(v.read_nat(vmcs::GUEST_CR0), self.cr0);
-        self.cr3 = v.read_nat(vmcs::GUEST_CR3);
-        self.cr4 = self.pol_cr4().guest_value(v.read_nat(vmcs::GUEST_CR4), self.cr4);
-        for (i, f) in vmcs::GUEST_SEGS.iter().enumerate() {
-            let ar = v.read32(f.ar);
-            let (attrib, _) = vmcs::ar::to_attrib(ar);
-            self.segs[i] =
-                KvmSegment::from_attrib(v.read16(f.selector), v.read_nat(f.base), v.read32(f.limit), attrib);
-        }
-        self.gdt = KvmDtable { base: v.read_nat(vmcs::GUEST_GDTR_BASE), limit: v.read32(vmcs::GUEST_GDTR_LIMIT) as u16 };
-        self.idt = KvmDtable { base: v.read_nat(vmcs::GUEST_IDTR_BASE), limit: v.read32(vmcs::GUEST_IDTR_LIMIT) as u16 };
-        self.sysenter_cs = u64::from(v.read32(vmcs::GUEST_SYSENTER_CS));
-        self.sysenter_esp = v.read_nat(vmcs::GUEST_SYSENTER_ESP);
-        self.sysenter_eip = v.read_nat(vmcs::GUEST_SYSENTER_EIP);
-        self.pat = v.read64(vmcs::GUEST_IA32_PAT);
-        (rip, rsp)
+    /// Takes over what the guest can change without an exit from the
+    /// fields read after the exit.
+    fn read_guest_state(&mut self) {
+        let x = &self.exit;
+        self.rflags = x.rflags();
+        self.intr_state = x.intr_state();
+        self.pending_dbg = x.pending_dbg();
+        self.cr0 = self.pol_cr0().guest_value(x.cr0(), self.cr0);
+        self.cr3 = x.cr3();
+        self.cr4 = self.pol_cr4().guest_value(x.cr4(), self.cr4);
+        // Converted only when asked for (`seg_at`): most exits never look.
+        self.raw_segs = Some(x.segs());
+        self.gdt = KvmDtable { base: x.gdtr_base(), limit: x.gdtr_limit() as u16 };
+        self.idt = KvmDtable { base: x.idtr_base(), limit: x.idtr_limit() as u16 };
+        self.sysenter_cs = u64::from(x.sysenter_cs());
+        self.sysenter_esp = x.sysenter_esp();
+        self.sysenter_eip = x.sysenter_eip();
+        self.pat = x.pat();
     }
 
     /// Reads `MSR_MISC_FEATURES_ENABLES` and the constant host MSRs of the
@@ -594,17 +599,19 @@ impl VmxVcpu {
         self.host_loaded = true;
     }
 
-    fn decode_exit(&mut self, v: &CurrentVmcs<'_>, irq: &IrqDisabled, reason: u32, rip: u64) -> (Exit, Option<u64>) {
+    fn decode_exit(&mut self, irq: &IrqDisabled) -> (Exit, Option<u64>) {
+        let x = &self.exit;
+        let reason = x.reason();
         let basic = ExitReason::from_basic(reason as u16);
-        let qual = v.read_ro_nat(vmcs::EXIT_QUALIFICATION);
+        let qual = x.qualification();
         let next = if basic.has_instruction_length() {
-            Some(rip.wrapping_add(u64::from(v.read_ro32(vmcs::VM_EXIT_INSTRUCTION_LEN))))
+            Some(x.rip().wrapping_add(u64::from(x.insn_len())))
         } else {
             None
         };
         let exit = match basic {
             ExitReason::ExceptionNmi => {
-                let info = v.read_ro32(vmcs::VM_EXIT_INTR_INFO);
+                let info = x.intr_info();
                 match intr_info::kind(info) {
                     intr_info::TYPE_NMI => {
                         vmx_ops::handle_nmi_exit(irq);
@@ -613,7 +620,7 @@ impl VmxVcpu {
                     _ => {
                         let vector = intr_info::vector(info);
                         let error_code =
-                            (info & intr_info::DELIVER_CODE != 0).then(|| v.read_ro32(vmcs::VM_EXIT_INTR_ERROR_CODE));
+                            (info & intr_info::DELIVER_CODE != 0).then_some(x.intr_error());
                         Exit::Exception { vector, error_code, info: qual }
                     }
                 }
@@ -663,7 +670,7 @@ impl VmxVcpu {
                 Exit::DrAccess { dr, write, gpr: Some(gpr) }
             }
             ExitReason::Io => {
-                let info = self.shared.cfg.basic.ins_outs_info.then(|| v.read_ro32(vmcs::VMX_INSTRUCTION_INFO));
+                let info = self.shared.cfg.basic.ins_outs_info.then_some(x.insn_info());
                 let io = IoExit::decode(qual, info);
                 let seg = io.seg.and_then(|s| match s {
                     0 => Some(Seg::Es),
@@ -693,7 +700,7 @@ impl VmxVcpu {
             ExitReason::EptViolation => {
                 let e = EptViolation::decode(qual);
                 Exit::TdpFault {
-                    gpa: v.read_ro64(vmcs::GUEST_PHYSICAL_ADDRESS),
+                    gpa: x.gpa(),
                     write: e.write,
                     fetch: e.fetch,
                     present: e.present,
@@ -704,7 +711,7 @@ impl VmxVcpu {
             // as an MMIO or missing-page fault all the same, as the C KVM
             // does for its MMIO entries.
             ExitReason::EptMisconfig => Exit::TdpFault {
-                gpa: v.read_ro64(vmcs::GUEST_PHYSICAL_ADDRESS),
+                gpa: x.gpa(),
                 write: false,
                 fetch: false,
                 present: true,
@@ -722,7 +729,7 @@ impl VmxVcpu {
             | ExitReason::Other(_) => Exit::Unknown {
                 code: u64::from(reason),
                 info1: qual,
-                info2: v.read_ro32(vmcs::VM_EXIT_INTR_INFO).into(),
+                info2: x.intr_info().into(),
             },
         };
         (exit, next)
@@ -731,8 +738,27 @@ impl VmxVcpu {
     /// The address size of INS/OUTS when the CPU does not report it: the
     /// default of the current mode (an address-size prefix is then missed,
     /// as the C KVM misses it without the INS/OUTS information).
+    /// Segment `s` as the guest last had it.
+    fn seg_at(&self, s: Seg) -> KvmSegment {
+        let i = seg_index(s);
+        match &self.raw_segs {
+            Some(raw) => raw_to_seg(raw[i]),
+            None => self.segs[i],
+        }
+    }
+
+    /// The segments, to change: converted from the last exit's values first.
+    fn segs_mut(&mut self) -> &mut [KvmSegment; 8] {
+        if let Some(raw) = self.raw_segs.take() {
+            for (s, r) in self.segs.iter_mut().zip(raw) {
+                *s = raw_to_seg(r);
+            }
+        }
+        &mut self.segs
+    }
+
     fn default_addr_size(&self) -> u8 {
-        let cs = &self.segs[seg_index(Seg::Cs)];
+        let cs = &self.seg_at(Seg::Cs);
         if self.efer & EFER_LMA != 0 && cs.l != 0 {
             8
         } else if self.cr0 & cr0::PE != 0 && cs.db != 0 {
@@ -754,8 +780,8 @@ impl VmxVcpu {
             self.cr4,
             self.efer,
             self.rflags,
-            self.segs[0].selector,
-            self.segs[0].attrib()
+            self.seg_at(Seg::Cs).selector,
+            self.seg_at(Seg::Cs).attrib()
         );
     }
 }
@@ -782,7 +808,7 @@ impl Drop for VmxVcpu {
 impl Backend for Vmx {
     type Vcpu = VmxVcpu;
 
-    fn create_vcpu(&self) -> Result<VmxVcpu> {
+    fn create_vcpu(&self) -> Result<KBox<VmxVcpu>> {
         let mut vmcs = VmxPage::new_zeroed(GFP_KERNEL_ACCOUNT)?;
         vmcs[0] = self.shared.cfg.basic.revision;
         let mut guest_msrs = MsrList::new_zeroed(GFP_KERNEL_ACCOUNT)?;
@@ -820,6 +846,8 @@ impl Backend for Vmx {
             dirty: dirty::ALL,
             flush_pending: true,
             segs: [KvmSegment::default(); 8],
+            raw_segs: None,
+            exit: <ExitState as vmcs::FieldSet>::zeroed(),
             gdt: KvmDtable::default(),
             idt: KvmDtable::default(),
             cr0: 0,
@@ -846,7 +874,8 @@ impl Backend for Vmx {
             idt_vectoring_err: 0,
         };
         v.reset();
-        Ok(v)
+        // On failure `v` is dropped, which gives the slot and VPID back.
+        Ok(KBox::new(v, GFP_KERNEL_ACCOUNT)?)
     }
 
     fn tdp_leaf(&self, pa: u64, writable: bool) -> u64 {
@@ -874,6 +903,7 @@ impl VendorVcpu for VmxVcpu {
         // The power-on state (SDM vol. 3A, 10.1.1, table 10-1; C:
         // `vmx_vcpu_reset()`), CS:IP = f000:fff0 at base ffff0000.
         let data = KvmSegment::from_attrib(0, 0, 0xffff, 0x93);
+        self.raw_segs = None;
         self.segs = [data; 8];
         self.segs[seg_index(Seg::Cs)] = KvmSegment::from_attrib(0xf000, 0xffff_0000, 0xffff, 0x9b);
         self.segs[seg_index(Seg::Ldtr)] = KvmSegment::from_attrib(0, 0, 0xffff, 0x82);
@@ -906,7 +936,7 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn seg(&self, s: Seg) -> KvmSegment {
-        self.segs[seg_index(s)]
+        self.seg_at(s)
     }
 
     fn set_seg(&mut self, s: Seg, v: &KvmSegment) {
@@ -914,7 +944,7 @@ impl VendorVcpu for VmxVcpu {
         if v.present == 0 {
             v.unusable = 1;
         }
-        self.segs[seg_index(s)] = v;
+        self.segs_mut()[seg_index(s)] = v;
         self.dirty |= dirty::SEGS;
     }
 
@@ -1029,7 +1059,7 @@ impl VendorVcpu for VmxVcpu {
 
     fn cpl(&self) -> u8 {
         // The CPL is SS.DPL under VMX (SDM 27.3.1.2, checks on SS).
-        self.segs[seg_index(Seg::Ss)].dpl & 3
+        self.seg_at(Seg::Ss).dpl & 3
     }
 
     fn interrupt_shadow(&self) -> bool {
@@ -1054,8 +1084,8 @@ impl VendorVcpu for VmxVcpu {
             return self.guest_msrs.get(i).map(|e| e.value);
         }
         Some(match index {
-            0xc000_0100 => self.segs[seg_index(Seg::Fs)].base,
-            0xc000_0101 => self.segs[seg_index(Seg::Gs)].base,
+            0xc000_0100 => self.seg_at(Seg::Fs).base,
+            0xc000_0101 => self.seg_at(Seg::Gs).base,
             0x174 => self.sysenter_cs,
             0x175 => self.sysenter_esp,
             0x176 => self.sysenter_eip,
@@ -1080,12 +1110,12 @@ impl VendorVcpu for VmxVcpu {
         }
         let ok = match index {
             0xc000_0100 => {
-                self.segs[seg_index(Seg::Fs)].base = value;
+                self.segs_mut()[seg_index(Seg::Fs)].base = value;
                 self.dirty |= dirty::SEGS;
                 true
             }
             0xc000_0101 => {
-                self.segs[seg_index(Seg::Gs)].base = value;
+                self.segs_mut()[seg_index(Seg::Gs)].base = value;
                 self.dirty |= dirty::SEGS;
                 true
             }
@@ -1376,7 +1406,9 @@ impl VendorVcpu for VmxVcpu {
         }
         *gprs = regs.gprs;
         self.cr2 = regs.cr2;
-        let reason = v.read_ro32(vmcs::VM_EXIT_REASON);
+        // Every field the exit path uses, with one call (vmcs::ExitState).
+        v.read_set(&mut self.exit);
+        let reason = self.exit.reason();
         if reason & vmcs::EXIT_REASON_FAILED_VMENTRY != 0 {
             // The guest state failed the entry checks: nothing ran. The
             // software copy stays as it was, to be written again.
@@ -1387,13 +1419,13 @@ impl VendorVcpu for VmxVcpu {
         self.launched = true;
         // The event, if any, was delivered or is in the IDT-vectoring info now.
         self.entry_intr = 0;
-        self.idt_vectoring = v.read_ro32(vmcs::IDT_VECTORING_INFO_FIELD);
+        self.idt_vectoring = self.exit.idt_vectoring();
         if self.idt_vectoring & intr_info::VALID != 0 {
-            self.idt_vectoring_err = v.read_ro32(vmcs::IDT_VECTORING_ERROR_CODE);
+            self.idt_vectoring_err = self.exit.idt_vectoring_error();
         }
-        let (new_rip, rsp) = self.read_guest_state(&v);
-        gprs[4] = rsp;
-        *rip = new_rip;
-        self.decode_exit(&v, irq, reason, new_rip)
+        self.read_guest_state();
+        gprs[4] = self.exit.rsp();
+        *rip = self.exit.rip();
+        self.decode_exit(irq)
     }
 }

@@ -12,7 +12,9 @@
 //! continues and with which page tables, are written only here
 //! ([`write_host_state`]), from the CPU's own state.
 
-use super::vmcs::{self, Field16, Field32, Field64, FieldNat, InvType, MsrEntry, RoField32, RoField64, RoFieldNat};
+use super::vmcs::{
+    self, Field16, Field32, Field64, FieldNat, FieldSet, InvType, MsrEntry, RoField32, RoField64, RoFieldNat, WritableFieldSet,
+};
 use core::cell::Cell;
 use kernel::{
     hwmem::{HwBox, HwZeroable},
@@ -68,6 +70,8 @@ extern "C" {
     fn kvm_rs_vmptrld(pa: *const u64) -> u64;
     fn kvm_rs_vmread(field: u64, value: *mut u64) -> u64;
     fn kvm_rs_vmwrite(field: u64, value: u64) -> u64;
+    fn kvm_rs_vmread_many(fields: *const u32, values: *mut u64, n: u64) -> u64;
+    fn kvm_rs_vmwrite_many(fields: *const u32, values: *const u64, n: u64) -> u64;
     fn kvm_rs_invept(ty: u64, desc: *const [u64; 2]) -> u64;
     fn kvm_rs_invvpid(ty: u64, desc: *const [u64; 2]) -> u64;
     fn kvm_rs_vmx_vcpu_run(regs: *mut VmxRegs, flags: u64) -> u64;
@@ -223,30 +227,6 @@ pub(crate) struct CurrentVmcs<'a> {
     first_error: Cell<u32>,
 }
 
-/// Whether `enc` is a field only this module may write: host state (where
-/// and how a VM exit returns to the host) and the physical addresses of
-/// structures the CPU reads or writes.
-fn is_privileged(enc: u32) -> bool {
-    let kind = (enc >> 10) & 3;
-    kind == 3
-        || [
-            vmcs::IO_BITMAP_A.encoding(),
-            vmcs::IO_BITMAP_B.encoding(),
-            vmcs::MSR_BITMAP.encoding(),
-            vmcs::VM_EXIT_MSR_STORE_ADDR.encoding(),
-            vmcs::VM_EXIT_MSR_LOAD_ADDR.encoding(),
-            vmcs::VM_ENTRY_MSR_LOAD_ADDR.encoding(),
-            vmcs::VIRTUAL_APIC_PAGE_ADDR.encoding(),
-            vmcs::APIC_ACCESS_ADDR.encoding(),
-            vmcs::EPT_POINTER.encoding(),
-            vmcs::VMCS_LINK_POINTER.encoding(),
-            vmcs::VM_EXIT_MSR_STORE_COUNT.encoding(),
-            vmcs::VM_EXIT_MSR_LOAD_COUNT.encoding(),
-            vmcs::VM_ENTRY_MSR_LOAD_COUNT.encoding(),
-        ]
-        .contains(&enc)
-}
-
 impl<'a> CurrentVmcs<'a> {
     /// Accesses the VMCS made current on this CPU by [`vmptrld`] (with no
     /// current VMCS every access fails with VMfailInvalid, harmlessly).
@@ -279,7 +259,7 @@ impl<'a> CurrentVmcs<'a> {
     }
 
     fn write(&self, enc: u32, v: u64) {
-        if is_privileged(enc) {
+        if vmcs::is_privileged(enc) {
             self.note(enc, 4);
             return;
         }
@@ -299,6 +279,52 @@ impl<'a> CurrentVmcs<'a> {
         // SAFETY: Per the caller; a fault is fixed up.
         let r = unsafe { kvm_rs_vmwrite(u64::from(enc), v) };
         self.note(enc, r);
+    }
+
+    /// Reads every field of a [`FieldSet`] with one call; a field that
+    /// cannot be read is counted as failed and reads as 0, the others are
+    /// still read.
+    /// `set` is filled in place: a set is a few hundred bytes, and copying
+    /// it cost as much as the VMREADs.
+    pub(crate) fn read_set<S: FieldSet>(&self, set: &mut S) {
+        let enc = S::ENCODINGS;
+        let raw = set.raw_mut();
+        let n = enc.len().min(raw.len());
+        let mut start = 0;
+        while start < n {
+            let (e, r) = (&enc[start..n], &mut raw[start..n]);
+            // SAFETY: VMREAD only reads the current VMCS; `e` and `r` are
+            // valid for `n - start` elements; faults are fixed up.
+            let done = unsafe { kvm_rs_vmread_many(e.as_ptr(), r.as_mut_ptr(), (n - start) as u64) } as usize;
+            start += done;
+            if start < n {
+                self.note(enc[start], 1);
+                start += 1;
+            }
+        }
+    }
+
+    /// Writes every field of a [`WritableFieldSet`] with one call (its
+    /// fields are neither host state nor addresses: checked where the set
+    /// is declared); a field that cannot be written is counted as failed,
+    /// the others are still written.
+    pub(crate) fn write_set<S: WritableFieldSet>(&self, set: &S) {
+        let enc = S::ENCODINGS;
+        let raw = set.raw();
+        let n = enc.len().min(raw.len());
+        let mut start = 0;
+        while start < n {
+            let (e, r) = (&enc[start..n], &raw[start..n]);
+            // SAFETY: The fields are unprivileged (see above): writing them
+            // changes only how the guest runs and exits. `e` and `r` are
+            // valid for `n - start` elements; faults are fixed up.
+            let done = unsafe { kvm_rs_vmwrite_many(e.as_ptr(), r.as_ptr(), (n - start) as u64) } as usize;
+            start += done;
+            if start < n {
+                self.note(enc[start], 1);
+                start += 1;
+            }
+        }
     }
 
     /// Reads a 16-bit field.
