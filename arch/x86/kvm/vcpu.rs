@@ -612,8 +612,10 @@ impl<B: Backend> X86Vcpu<B> {
         self.hw.set_tpr(self.lapic.cr8() as u8);
         // An interrupt the TPR blocks: exit when the guest lowers CR8 below
         // its class (an ISR-blocked one waits for the EOI write, which exits).
-        let threshold = match (self.irqchip(), self.lapic.highest_pending(), self.lapic.highest_irr()) {
-            (true, None, Some(v)) if u64::from(v >> 4) <= self.lapic.cr8() => Some(v >> 4),
+        // IRR is scanned once here; nothing below changes it before `pending` is used.
+        let (pending, irr) = if self.irqchip() { self.lapic.pending_and_highest_irr() } else { (None, None) };
+        let threshold = match (pending, irr) {
+            (None, Some(v)) if u64::from(v >> 4) <= self.lapic.cr8() => Some(v >> 4),
             _ => None,
         };
         self.hw.set_tpr_threshold(threshold);
@@ -646,7 +648,7 @@ impl<B: Backend> X86Vcpu<B> {
             }
         }
         if self.irqchip() {
-            if let Some(v) = self.lapic.highest_pending() {
+            if let Some(v) = pending {
                 if self.hw.interrupt_allowed() {
                     self.lapic.ack(v);
                     ctx.stats.inc(VcpuStat::IrqInjections);
