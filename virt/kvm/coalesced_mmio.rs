@@ -246,8 +246,10 @@ pub(crate) trait RingMem {
 
 /// A ring page owned by the caller (host tests, or a private copy): offsets are
 /// checked, so even a wrong one cannot reach past the page.
+#[cfg(test)]
 pub(crate) struct RingPage<'a>(pub(crate) &'a mut [u8; PAGE_SIZE]);
 
+#[cfg(test)]
 impl RingMem for RingPage<'_> {
     fn read_u32(&self, off: usize) -> u32 {
         match self.0.get(off..off.saturating_add(4)) {

@@ -112,8 +112,6 @@ pub(crate) trait ArchVm: Send + Sync {
 pub(crate) struct VcpuCtx<'a> {
     /// The VM.
     pub(crate) vm: &'a Vm,
-    /// The vCPU id.
-    pub(crate) id: u32,
     /// `struct kvm_run`.
     pub(crate) run: &'a SharedPage,
     /// The PIO data page.
@@ -407,11 +405,6 @@ impl Vm {
         } else {
             Err(EIO)
         }
-    }
-
-    /// The architecture's part of the VM.
-    pub(crate) fn arch(&self) -> &dyn ArchVm {
-        &*self.arch
     }
 
     /// The memory-slot generation (see `mem_gen`).
@@ -773,7 +766,7 @@ impl FileOps for VcpuFile {
         if cmd == stats::KVM_GET_STATS_FD {
             return binary_stats::vcpu_stats_fd(&v.stats);
         }
-        let ctx = VcpuCtx { vm: &this.vm, id: v.id, run: &v.run, pio: &v.pio, stats: &v.stats.counters };
+        let ctx = VcpuCtx { vm: &this.vm, run: &v.run, pio: &v.pio, stats: &v.stats.counters };
         let mut locked = v.arch.lock();
         match cmd {
             uapi::KVM_RUN if arg != 0 => Err(EINVAL),

@@ -23,7 +23,9 @@ pub(crate) const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 pub(crate) const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
 /// `KVM_MEM_READONLY`: guest writes exit to user space as MMIO.
 pub(crate) const KVM_MEM_READONLY: u32 = 1 << 1;
-/// `KVM_MEM_GUEST_MEMFD`: private memory; kvm-rs has none, so always `EINVAL`.
+/// `KVM_MEM_GUEST_MEMFD`: private memory; kvm-rs has none, so always `EINVAL`
+/// (it is not in `VALID_FLAGS`; the tests check the rejection).
+#[cfg(test)]
 pub(crate) const KVM_MEM_GUEST_MEMFD: u32 = 1 << 2;
 /// `KVM_MEM_PCI_HOLE` (kvm-rs, `include/uapi/linux/kvm_rs.h`): a slot with no
 /// memory behind it, whose reads return all ones and whose writes exit as
@@ -282,6 +284,7 @@ fn overlaps(slots: &[MemSlot], id: u16, start: u64, end: u64) -> bool {
 /// called where C calls `access_ok()`; the module's closure must also reject a
 /// tagged address (`addr != untagged_addr(addr)`), which C tests just before
 /// with the same `EINVAL`. Pass the result to [`commit`] on the same store.
+#[cfg(test)]
 pub(crate) fn validate(
     slots: &[MemSlot],
     ioctl: Ioctl,
@@ -440,6 +443,7 @@ pub(crate) fn commit<S: SlotStore + ?Sized>(store: &mut S, change: &Change) -> R
 
 /// `kvm_set_memory_region()`: [`validate`] then [`commit`], for callers with
 /// nothing to do in between.
+#[cfg(test)]
 pub(crate) fn set<S: SlotStore + ?Sized>(
     store: &mut S,
     ioctl: Ioctl,
@@ -574,8 +578,8 @@ mod tests {
                 let res = check(&s, ioctl, region(0, ok, 0, P, P)).0;
                 assert!(matches!(res, Ok(Change::Create { .. })));
             }
-            // KVM_MEM_GUEST_MEMFD (4), alone or not, and unknown bits.
-            for bad in [4, 5, 8, 1 << 16, 1 << 31] {
+            // KVM_MEM_GUEST_MEMFD, alone or not, and unknown bits.
+            for bad in [KVM_MEM_GUEST_MEMFD, KVM_MEM_GUEST_MEMFD | 1, 8, 1 << 16, 1 << 31] {
                 assert_eq!(check(&s, ioctl, region(0, bad, 0, P, P)), (EINVAL, false));
             }
         }

@@ -30,6 +30,8 @@ pub(crate) enum Event {
 }
 
 /// Exception vectors.
+// The architectural vectors (SDM vol. 3A, table 6-1); the code names a subset.
+#[allow(dead_code)]
 pub(crate) mod vector {
     /// #DE.
     pub(crate) const DE: u8 = 0;
@@ -143,6 +145,9 @@ pub(crate) enum Exit {
         /// Error code, if the exception has one.
         error_code: Option<u32>,
         /// Extra information (#PF: the faulting address; #DB: DR6).
+        // The payload the C KVM delivers with #PF/#DB (CR2/DR6); only #MC,
+        // which has none, is intercepted so far.
+        #[allow(dead_code)]
         info: u64,
     },
     /// MOV to or from a debug register (intercepted: guest debug registers
@@ -338,8 +343,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn tdp_leaf(&self, pa: u64, writable: bool) -> u64;
     /// A non-leaf entry pointing at the table at `pa`.
     fn tdp_table(&self, pa: u64) -> u64;
-    /// Whether the entry is present.
-    fn tdp_present(&self, pte: u64) -> bool;
     /// Number of levels of the nested/extended page table (4).
     fn tdp_levels(&self) -> u32;
     /// The entry without write permission (NPT and EPT both keep it in bit 1).

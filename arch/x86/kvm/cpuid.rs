@@ -323,6 +323,8 @@ pub(crate) fn supported_cpuid_capacity(nent: u32) -> Result<usize, Errno> {
 pub(crate) struct Feature(pub(crate) u32, pub(crate) u32, pub(crate) u8, pub(crate) u8);
 
 /// Guest features the vCPU code asks about.
+// Some are named for reference only (the runtime bits are applied by number).
+#[allow(dead_code)]
 pub(crate) mod feature {
     use super::Feature;
     /// XSAVE.

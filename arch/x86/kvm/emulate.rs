@@ -115,6 +115,7 @@ impl Gpr {
     pub(crate) const RDI: Gpr = Gpr(7);
 
     /// The register numbered `n`, if `n` names one.
+    #[cfg(test)]
     pub(crate) const fn new(n: u8) -> Option<Self> {
         if n < 16 {
             // INVARIANT: checked just above.

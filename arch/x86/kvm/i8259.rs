@@ -27,6 +27,8 @@ pub(crate) const PIC_NUM_PINS: usize = 16;
 pub(crate) const KVM_PIC_STATE_SIZE: usize = 16;
 
 /// The I/O ports of the pair.
+// The complete port map; the dispatch matches on some by range.
+#[allow(dead_code)]
 pub(crate) mod port {
     /// Master command (ICW1, OCW2, OCW3; reads IRR or ISR, or polls).
     pub(crate) const MASTER_CMD: u16 = 0x20;
@@ -288,11 +290,13 @@ impl Pic {
     }
 
     /// The state of chip `c`.
+    #[cfg(test)]
     pub(crate) fn chip_state(&self, c: PicChip) -> &PicChipState {
         &self.chips[c as usize]
     }
 
     /// The events gathered since the last call.
+    #[cfg(test)]
     pub(crate) fn take_events(&mut self) -> PicEvents {
         core::mem::take(&mut self.events)
     }
@@ -350,6 +354,7 @@ impl Pic {
     }
 
     /// `kvm_pic_clear_all()`: `source` is freed.
+    #[cfg(test)]
     pub(crate) fn clear_all(&mut self, source: IrqSource) {
         self.lines.clear_source(source);
     }

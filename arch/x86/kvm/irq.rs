@@ -16,12 +16,12 @@ pub(crate) struct IrqSource(u8);
 impl IrqSource {
     /// `KVM_USERSPACE_IRQ_SOURCE_ID`: `KVM_IRQ_LINE` and `KVM_IRQ_LINE_STATUS`.
     pub(crate) const USERSPACE: Self = Self(0);
-    /// `KVM_IRQFD_RESAMPLE_IRQ_SOURCE_ID`.
-    pub(crate) const IRQFD_RESAMPLE: Self = Self(1);
     /// How many ids there are.
+    #[cfg(test)]
     pub(crate) const COUNT: u32 = 64;
 
     /// The source with id `id`, if below [`IrqSource::COUNT`].
+    #[cfg(test)]
     pub(crate) const fn new(id: u32) -> Option<Self> {
         if id < Self::COUNT {
             Some(Self(id as u8))
@@ -31,6 +31,7 @@ impl IrqSource {
     }
 
     /// The id.
+    #[cfg(test)]
     pub(crate) const fn id(self) -> u32 {
         self.0 as u32
     }
@@ -66,6 +67,7 @@ impl<const N: usize> LineStates<N> {
     }
 
     /// The level of `pin` (low if out of range).
+    #[cfg(test)]
     pub(crate) fn level(&self, pin: usize) -> bool {
         self.0.get(pin).is_some_and(|s| *s != 0)
     }
@@ -73,6 +75,7 @@ impl<const N: usize> LineStates<N> {
     /// `kvm_ioapic_clear_all()`/`kvm_pic_clear_all()`: `source` lets go of
     /// every pin. As in the C KVM this only forgets the source; the chip
     /// sees no new level until the next change on the pin.
+    #[cfg(test)]
     pub(crate) fn clear_source(&mut self, source: IrqSource) {
         for s in self.0.iter_mut() {
             *s &= !source.bit();

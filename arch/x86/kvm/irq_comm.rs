@@ -95,11 +95,13 @@ impl Route {
     }
 
     /// The chip.
+    #[cfg(test)]
     pub(crate) const fn chip(self) -> ChipId {
         self.chip
     }
 
     /// The pin within the chip.
+    #[cfg(test)]
     pub(crate) const fn pin(self) -> u8 {
         self.pin
     }

@@ -39,6 +39,7 @@ pub(crate) mod reg {
     /// End of interrupt (write-only).
     pub(crate) const EOI: u32 = 0xb0;
     /// Remote read (not implemented by KVM: neither readable nor writable).
+    #[cfg(test)]
     pub(crate) const RRR: u32 = 0xc0;
     /// Logical destination (LDR).
     pub(crate) const LDR: u32 = 0xd0;
@@ -85,10 +86,6 @@ pub(crate) mod reg {
 /// `sizeof(struct kvm_lapic_state)`: the register page `KVM_GET_LAPIC` and
 /// `KVM_SET_LAPIC` exchange.
 pub(crate) const KVM_APIC_REG_SIZE: usize = 0x400;
-/// `MSR_IA32_APICBASE`.
-pub(crate) const MSR_IA32_APICBASE: u32 = 0x1b;
-/// `MSR_IA32_TSC_DEADLINE` (SDM 11.5.4.1).
-pub(crate) const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// IA32_APIC_BASE bit 8: this is the bootstrap processor.
 pub(crate) const APICBASE_BSP: u64 = 1 << 8;
 /// IA32_APIC_BASE bit 10 (EXTD): x2APIC mode.
@@ -594,6 +591,7 @@ impl Lapic {
     // ---- the page ----
 
     /// The raw value of the register at `offset` (0 beyond the page).
+    #[cfg(test)]
     pub(crate) fn reg(&self, offset: u32) -> u32 {
         self.regs.get((offset >> 2) as usize).copied().unwrap_or(0)
     }
@@ -639,6 +637,7 @@ impl Lapic {
     // ---- configuration ----
 
     /// The vCPU id, which is also the x2APIC ID.
+    #[cfg(test)]
     pub(crate) fn vcpu_id(&self) -> u32 {
         self.vcpu_id
     }
@@ -657,6 +656,7 @@ impl Lapic {
 
     /// After MCG_CAP changes (`kvm_apic_after_set_mcg_cap()`): CMCI adds a
     /// seventh LVT entry, which starts masked.
+    #[cfg(test)]
     pub(crate) fn set_cmci(&mut self, cmci: bool) {
         let nr = if cmci { 7 } else { 6 };
         if nr == self.nr_lvt {
@@ -670,6 +670,7 @@ impl Lapic {
     }
 
     /// The number of LVT entries (`nr_lvt_entries`).
+    #[cfg(test)]
     pub(crate) fn nr_lvt_entries(&self) -> usize {
         self.nr_lvt
     }
@@ -1122,11 +1123,13 @@ impl Lapic {
     }
 
     /// The task priority register.
+    #[cfg(test)]
     pub(crate) fn tpr(&self) -> u8 {
         self.get(reg::TASKPRI) as u8
     }
 
     /// The processor priority register.
+    #[cfg(test)]
     pub(crate) fn ppr(&self) -> u8 {
         self.get(reg::PROCPRI) as u8
     }
@@ -1213,6 +1216,7 @@ impl Lapic {
     }
 
     /// The highest IRR vector regardless of priority (`kvm_lapic_find_highest_irr()`).
+    #[cfg(test)]
     pub(crate) fn highest_irr(&self) -> Option<u8> {
         self.highest_vec(reg::IRR)
     }
@@ -1238,12 +1242,14 @@ impl Lapic {
     }
 
     /// `kvm_apic_pending_eoi()`: `vector` is requested or in service.
+    #[cfg(test)]
     pub(crate) fn pending_eoi(&self, vector: u8) -> bool {
         self.test_vec(reg::ISR, vector) || self.test_vec(reg::IRR, vector)
     }
 
     /// The lowest-priority arbitration counter (`apic_arb_prio`, without
     /// vector hashing: the matching vCPU with the smallest one wins).
+    #[cfg(test)]
     pub(crate) fn arb_prio(&self) -> u32 {
         self.arb_prio
     }
@@ -1265,6 +1271,7 @@ impl Lapic {
     }
 
     /// `kvm_apic_has_pending_init_or_sipi()`.
+    #[cfg(test)]
     pub(crate) fn has_pending_init_or_sipi(&self) -> bool {
         self.pending_init || self.pending_sipi.is_some()
     }
@@ -1366,6 +1373,7 @@ impl Lapic {
 
     /// LINT0 was last programmed as unmasked NMI (`lvt0_in_nmi_mode`): the
     /// PIT's NMI watchdog targets this vCPU.
+    #[cfg(test)]
     pub(crate) fn lvt0_in_nmi_mode(&self) -> bool {
         self.lvt0_nmi
     }
@@ -1381,6 +1389,7 @@ impl Lapic {
     }
 
     /// The current timer divisor.
+    #[cfg(test)]
     pub(crate) fn divide_count(&self) -> u32 {
         self.divide_count
     }
@@ -1510,6 +1519,7 @@ impl Lapic {
 
     /// The timer period in ns (0 when stopped; never below the minimum when
     /// periodic).
+    #[cfg(test)]
     pub(crate) fn timer_period_ns(&self) -> u64 {
         self.period_ns
     }

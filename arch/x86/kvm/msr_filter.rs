@@ -36,10 +36,6 @@ pub(crate) const KVM_X86_SET_MSR_FILTER: u32 = iow(0xc6, KvmMsrFilter::SIZE);
 pub(crate) const KVM_CAP_X86_USER_SPACE_MSR: i64 = 188;
 /// `KVM_CAP_X86_MSR_FILTER`: `KVM_X86_SET_MSR_FILTER` exists.
 pub(crate) const KVM_CAP_X86_MSR_FILTER: i64 = 189;
-/// `KVM_EXIT_X86_RDMSR`: `kvm_run.exit_reason` of a RDMSR left to user space.
-pub(crate) const KVM_EXIT_X86_RDMSR: u32 = 29;
-/// `KVM_EXIT_X86_WRMSR`: `kvm_run.exit_reason` of a WRMSR left to user space.
-pub(crate) const KVM_EXIT_X86_WRMSR: u32 = 30;
 
 /// The x2APIC MSRs, which `kvm_msr_allowed()` never filters (api.rst: KVM
 /// silently ignores filters covering them).
@@ -254,11 +250,13 @@ impl<B: Deref<Target = [u8]>> MsrFilter<B> {
     }
 
     /// Whether unmatched MSRs are allowed (no `KVM_MSR_FILTER_DEFAULT_DENY`).
+    #[cfg(test)]
     pub(crate) fn default_allow(&self) -> bool {
         self.default_allow
     }
 
     /// How many (non-empty) ranges were installed.
+    #[cfg(test)]
     pub(crate) fn range_count(&self) -> usize {
         self.ranges.iter().flatten().count()
     }
@@ -287,8 +285,10 @@ pub(crate) const KVM_MSR_EXIT_REASON_VALID_MASK: u32 =
     KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER;
 
 /// `KVM_MSR_RET_UNSUPPORTED` of `x86.h`: the MSR access failed as unknown.
+#[cfg(test)]
 pub(crate) const KVM_MSR_RET_UNSUPPORTED: i32 = 2;
 /// `KVM_MSR_RET_FILTERED` of `x86.h`: the MSR filter denied the access.
+#[cfg(test)]
 pub(crate) const KVM_MSR_RET_FILTERED: i32 = 3;
 
 /// Why a failed MSR access may go to user space (`kvm_run.msr.reason`).
@@ -305,6 +305,7 @@ pub(crate) enum MsrExitReason {
 impl MsrExitReason {
     /// `kvm_msr_reason()`: maps a failed access's return code; anything but
     /// "unsupported" and "filtered" (e.g. 1, a #GP-worthy value) is `Inval`.
+    #[cfg(test)]
     pub(crate) fn from_ret(r: i32) -> Self {
         match r {
             KVM_MSR_RET_UNSUPPORTED => Self::Unknown,

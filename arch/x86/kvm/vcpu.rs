@@ -1611,8 +1611,16 @@ impl<B: Backend> X86Vcpu<B> {
                 ctx.run.write_u32(run::FAIL_ENTRY_CPU, self.last_cpu);
                 Flow::User
             }
-            Exit::Unknown { code, .. } => {
-                pr_err!("kvm-rs: vCPU {}: unexpected exit {:#x}\n", self.shared.id, code);
+            Exit::Unknown { code, info1, info2 } => {
+                // As the C KVM's `vcpu_unimpl()` and VMCB/VMCS dump: the raw
+                // exit information goes to the log; user space gets the code.
+                pr_err!(
+                    "kvm-rs: vCPU {}: unexpected exit {:#x} (info {:#x} {:#x})\n",
+                    self.shared.id,
+                    code,
+                    info1,
+                    info2
+                );
                 ctx.run.write_u32(run::EXIT_REASON, exit::INTERNAL_ERROR);
                 ctx.run.write_u32(run::INTERNAL_SUBERROR, internal::UNEXPECTED_EXIT_REASON);
                 ctx.run.write_u32(run::INTERNAL_NDATA, 2);

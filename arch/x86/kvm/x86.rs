@@ -81,8 +81,6 @@ pub(crate) mod ioc {
     pub(crate) const KVM_CREATE_IRQCHIP: u32 = io(0x60);
     /// `KVM_GET_TSC_KHZ` (VM and vCPU).
     pub(crate) const KVM_GET_TSC_KHZ: u32 = io(0xa3);
-    /// `KVM_SET_TSC_KHZ` (VM and vCPU).
-    pub(crate) const KVM_SET_TSC_KHZ: u32 = io(0xa2);
     /// `KVM_SET_TSS_ADDR`.
     pub(crate) const KVM_SET_TSS_ADDR: u32 = io(0x47);
     /// `KVM_SET_IDENTITY_MAP_ADDR`.
@@ -172,8 +170,6 @@ pub(crate) mod ioc {
     pub(crate) const KVM_CAP_XSAVE: i64 = 55;
     /// `KVM_CAP_XCRS`.
     pub(crate) const KVM_CAP_XCRS: i64 = 56;
-    /// `KVM_CAP_TSC_CONTROL`.
-    pub(crate) const KVM_CAP_TSC_CONTROL: i64 = 60;
     /// `KVM_CAP_GET_TSC_KHZ`.
     pub(crate) const KVM_CAP_GET_TSC_KHZ: i64 = 61;
     /// `KVM_CAP_GET_MSR_FEATURES`.

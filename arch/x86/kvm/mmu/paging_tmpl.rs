@@ -73,15 +73,19 @@ pub(crate) const PFERR_RSVD: u32 = 1 << 3;
 /// with NX or SMEP enabled, see [`not_present_error_code`]).
 pub(crate) const PFERR_FETCH: u32 = 1 << 4;
 /// #PF error code PK: protection-key violation. Never set by this walker.
+// Listed so the error-code bits are complete.
+#[allow(dead_code)]
 pub(crate) const PFERR_PK: u32 = 1 << 5;
 
 /// 4 KiB: the size of a page mapped by a last-level entry.
 pub(crate) const PAGE_SIZE_4K: u64 = 1 << 12;
 /// 2 MiB: a large page mapped by a PAE or long-mode PDE.
+#[cfg(test)]
 pub(crate) const PAGE_SIZE_2M: u64 = 1 << 21;
 /// 4 MiB: a large page mapped by a 32-bit PDE with CR4.PSE=1.
 pub(crate) const PAGE_SIZE_4M: u64 = 1 << 22;
 /// 1 GiB: a huge page mapped by a long-mode PDPTE.
+#[cfg(test)]
 pub(crate) const PAGE_SIZE_1G: u64 = 1 << 30;
 
 /// The mask of bits `hi` down to `lo`, inclusive; empty when `lo > hi`.
@@ -342,6 +346,7 @@ fn error_code(ctx: &PagingCtx, access: Access, cause: u32) -> u32 {
 /// The #PF error code of a not-present fault for `access`: what the C KVM
 /// injects when a page-table page is not backed by memory
 /// ([`WalkError::NoMemory`]).
+#[cfg(test)]
 pub(crate) fn not_present_error_code(ctx: &PagingCtx, access: Access) -> u32 {
     error_code(ctx, access, 0)
 }

@@ -91,11 +91,6 @@ impl Tdp {
         self.root.hw.phys_addr()
     }
 
-    /// Pages currently mapped.
-    pub(crate) fn mapped_pages(&self) -> u64 {
-        self.mapped
-    }
-
     /// The largest frame number the table covers.
     pub(crate) fn max_gfn(&self) -> u64 {
         (1u64 << (9 * self.levels)) - 1
@@ -227,21 +222,6 @@ impl Tdp {
         }
         t.hw[i].store(new, Ordering::Release);
         true
-    }
-
-    /// The leaf entry of `gfn`, if mapped.
-    pub(crate) fn lookup(&self, gfn: u64) -> Option<u64> {
-        if gfn > self.max_gfn() {
-            return None;
-        }
-        let mut t: &Table = &self.root;
-        let mut level = self.levels;
-        while level > 1 {
-            t = t.children[index(gfn, level)].as_deref()?;
-            level -= 1;
-        }
-        let i = index(gfn, 1);
-        t.pins[i].as_ref().map(|_| t.hw[i].load(Ordering::Relaxed))
     }
 
     /// Unmaps frames from `start` up to `end`, appending the released pins to

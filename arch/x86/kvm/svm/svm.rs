@@ -495,10 +495,6 @@ impl Backend for Svm {
         pa | 1 | 2 | 4 | (1 << 5)
     }
 
-    fn tdp_present(&self, pte: u64) -> bool {
-        pte & 1 != 0
-    }
-
     fn tdp_levels(&self) -> u32 {
         // The nested page table has the host's paging depth (APM vol. 2,
         // 15.25.5): 5 levels when the host runs with CR4.LA57.

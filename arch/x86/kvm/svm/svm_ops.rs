@@ -178,11 +178,3 @@ pub(crate) fn run(_irq: &IrqDisabled, vmcb: &mut HwBox<Vmcb>, ctx: &SwitchCtx<'_
     }
     SwitchOut { ok: fault == 0, xcr0, pkru }
 }
-
-/// Flushes the TLB entry of `gva` for `asid` (INVLPGA), for flushing a guest
-/// page when the CPU cannot flush by ASID.
-pub(crate) fn invlpga(_irq: &IrqDisabled, gva: u64, asid: u32) {
-    // SAFETY: INVLPGA only invalidates TLB entries; valid with EFER.SVME set,
-    // which holds on a CPU where kvm-rs runs guests.
-    unsafe { core::arch::asm!("invlpga", in("rax") gva, in("ecx") asid, options(nostack, preserves_flags)) };
-}

@@ -886,10 +886,6 @@ impl Backend for Vmx {
         vmcs::ept::table(pa)
     }
 
-    fn tdp_present(&self, pte: u64) -> bool {
-        vmcs::ept::present(pte)
-    }
-
     fn tdp_levels(&self) -> u32 {
         // Guest-physical addresses are limited to 48 bits (`max_gfn()`), so
         // 4-level EPT covers them whatever the host's paging depth; 5-level

@@ -13,7 +13,7 @@
 //! ([`write_host_state`]), from the CPU's own state.
 
 use super::vmcs::{
-    self, Field16, Field32, Field64, FieldNat, FieldSet, InvType, MsrEntry, RoField32, RoField64, RoFieldNat, WritableFieldSet,
+    self, Field16, Field32, Field64, FieldNat, FieldSet, InvType, MsrEntry, RoField32, WritableFieldSet,
 };
 use core::cell::Cell;
 use kernel::{
@@ -327,33 +327,9 @@ impl<'a> CurrentVmcs<'a> {
         }
     }
 
-    /// Reads a 16-bit field.
-    pub(crate) fn read16(&self, f: Field16) -> u16 {
-        self.read(f.encoding()) as u16
-    }
-    /// Reads a 32-bit field.
-    pub(crate) fn read32(&self, f: Field32) -> u32 {
-        self.read(f.encoding()) as u32
-    }
-    /// Reads a 64-bit field.
-    pub(crate) fn read64(&self, f: Field64) -> u64 {
-        self.read(f.encoding())
-    }
-    /// Reads a natural-width field.
-    pub(crate) fn read_nat(&self, f: FieldNat) -> u64 {
-        self.read(f.encoding())
-    }
     /// Reads a 32-bit VM-exit information field.
     pub(crate) fn read_ro32(&self, f: RoField32) -> u32 {
         self.read(f.encoding()) as u32
-    }
-    /// Reads a 64-bit VM-exit information field.
-    pub(crate) fn read_ro64(&self, f: RoField64) -> u64 {
-        self.read(f.encoding())
-    }
-    /// Reads a natural-width VM-exit information field.
-    pub(crate) fn read_ro_nat(&self, f: RoFieldNat) -> u64 {
-        self.read(f.encoding())
     }
     /// Writes a 16-bit field (not host state: refused and counted as failed).
     pub(crate) fn write16(&self, f: Field16, v: u16) {
