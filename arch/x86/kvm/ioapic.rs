@@ -33,9 +33,6 @@ pub(crate) const RTC_GSI: usize = 8;
 /// `sizeof(struct kvm_ioapic_state)`.
 pub(crate) const KVM_IOAPIC_STATE_SIZE: usize = 216;
 /// The delay of the EOI-storm re-injection (`HZ / 100`), in ns.
-// For the module's EOI-storm timer, which is not wired up yet (see
-// `EoiOutcome::schedule_inject`).
-#[allow(dead_code)]
 pub(crate) const EOI_INJECT_DELAY_NS: u64 = 10_000_000;
 /// vCPU ids the RTC EOI tracking can follow (`KVM_MAX_VCPU_IDS`).
 pub(crate) const DEST_MAP_VCPU_IDS: usize = 4096;
@@ -628,7 +625,6 @@ impl Ioapic {
 
     /// `kvm_ioapic_eoi_inject_work()`: the delayed re-delivery of every
     /// pending level pin not awaiting an EOI.
-    #[cfg(test)]
     pub(crate) fn eoi_inject_work(&mut self, bus: &mut impl ApicBus) {
         for pin in 0..IOAPIC_NUM_PINS {
             let e = self.redirtbl[pin];

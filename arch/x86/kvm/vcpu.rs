@@ -8,6 +8,7 @@
 use super::backend::{vector, Backend, CrOp, EntryCtx, Event, Exit, VendorVcpu};
 use super::cpuid::{self, feature, CpuidEntry};
 use super::emulate::{self, ExecMode, MmioInsn, MmioOp};
+use super::ioapic;
 use super::ioc;
 use super::lapic::{self, Action, Delivered, HostTimer, Lapic, LapicConfig};
 use super::mmu::paging_tmpl::{self, Access, GuestMem, PagingCtx, WalkError};
@@ -683,6 +684,7 @@ impl<B: Backend> X86Vcpu<B> {
     /// Sleeps while halted; `Err(EINTR)` on a signal (C: `kvm_vcpu_block()`).
     fn block(&mut self, ctx: &VcpuCtx<'_>) -> Result {
         loop {
+            let due_in = self.eoi_inject_due();
             self.drain_posted();
             self.handle_init_sipi();
             match self.mp_state {
@@ -696,7 +698,10 @@ impl<B: Backend> X86Vcpu<B> {
             let k = self.shared.kicker.clone();
             ctx.stats.set(VcpuStat::Blocking, 1);
             let start = now_ns();
-            let r = k.wq.wait_interruptible(|| k.pending.swap(false, Ordering::SeqCst), None);
+            // A pending EOI-storm re-delivery may be what wakes this vCPU:
+            // sleep no longer than until it is due.
+            let timeout = due_in.map(|ns| (kernel::time::msecs_to_jiffies(ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32) as u64).max(1));
+            let r = k.wq.wait_interruptible(|| k.pending.swap(false, Ordering::SeqCst), timeout);
             let slept = now_ns().saturating_sub(start);
             ctx.stats.set(VcpuStat::Blocking, 0);
             ctx.stats.add(VcpuStat::HaltWaitNs, slept);
@@ -708,6 +713,25 @@ impl<B: Backend> X86Vcpu<B> {
             }
             ctx.stats.inc(VcpuStat::HaltWakeup);
         }
+    }
+
+    /// Runs the IOAPIC's delayed EOI-storm re-delivery once it is due (C:
+    /// `kvm_ioapic_eoi_inject_work()`, a delayed work item): whichever vCPU
+    /// gets here first after the deadline does it. Returns how long until it
+    /// is due, if it is pending.
+    fn eoi_inject_due(&self) -> Option<u64> {
+        let at = self.vm.eoi_inject_at.load(Ordering::SeqCst);
+        if at == 0 {
+            return None;
+        }
+        let now = now_ns();
+        if now < at {
+            return Some(at - now);
+        }
+        if self.vm.eoi_inject_at.compare_exchange(at, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            let _ = self.vm.with_irqchip(|chip, bus| chip.ioapic.eoi_inject_work(bus));
+        }
+        None
     }
 
     /// INIT and SIPI from the LAPIC (C: `kvm_apic_accept_events()`).
@@ -745,9 +769,16 @@ impl<B: Backend> X86Vcpu<B> {
                 // The IOAPIC learns of the EOI (remote IRR, re-delivery of a
                 // still-asserted level line).
                 let (id, directed) = (self.shared.id, self.lapic.suppress_eoi_broadcast());
-                let _ = self.vm.with_irqchip_from(Some(id), |chip, bus| {
+                let out = self.vm.with_irqchip_from(Some(id), |chip, bus| {
                     chip.ioapic.eoi(id, vector, level_triggered, directed, bus)
                 });
+                if out.is_ok_and(|o| o.schedule_inject) {
+                    // An EOI storm: the line's next delivery waits 10 ms (C:
+                    // `schedule_delayed_work(&ioapic->eoi_inject, HZ / 100)`,
+                    // not moved if already pending).
+                    let at = now_ns().saturating_add(ioapic::EOI_INJECT_DELAY_NS).max(1);
+                    let _ = self.vm.eoi_inject_at.compare_exchange(0, at, Ordering::SeqCst, Ordering::SeqCst);
+                }
             }
             Some(Action::Timer(_)) | None => {}
         }
@@ -1355,6 +1386,7 @@ impl<B: Backend> X86Vcpu<B> {
                 return Err(EINTR);
             }
             self.drain_posted();
+            self.eoi_inject_due();
             self.handle_init_sipi();
             if self.mp_state != mp::RUNNABLE {
                 self.block(ctx)?;

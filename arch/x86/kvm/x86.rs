@@ -302,6 +302,7 @@ impl<B: Backend> Arch for X86<B> {
                 irqchip: AtomicBool::new(false),
                 irqchip_dev <- new_mutex!(None),
                 pic_output: AtomicBool::new(false),
+                eoi_inject_at: AtomicU64::new(0),
                 tsc_khz: AtomicU32::new(x86::tsc_khz()),
                 nr_mmu_pages: AtomicU64::new(0),
                 apic_bus_cycle_ns: AtomicU64::new(lapic::APIC_BUS_CYCLE_NS_DEFAULT),
@@ -651,6 +652,10 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) irqchip_dev: Mutex<Option<KBox<irq_comm::Irqchip>>>,
     /// The PIC's INTR output (a copy, so vCPUs need not lock the chip to see it).
     pub(crate) pic_output: AtomicBool,
+    /// When the IOAPIC's EOI-storm re-delivery is due (`CLOCK_MONOTONIC`
+    /// ns), 0 if none is: C's delayed `eoi_inject` work. The vCPUs run it
+    /// from their loop, and a halted one sleeps no longer than this.
+    pub(crate) eoi_inject_at: AtomicU64,
     /// The guest TSC frequency.
     pub(crate) tsc_khz: AtomicU32,
     /// `KVM_SET_NR_MMU_PAGES`.
