@@ -6,10 +6,13 @@
  * IOAPIC_SUCCESSIVE_IRQ_MAX_COUNT and the delayed eoi_inject work), so that
  * a storming guest still makes progress; the interrupt must then come again,
  * not be lost. The guest counts interrupts past the limit while the host
- * holds the line high; KVM_RUN is given a deadline (SIGALRM) so that a lost
- * interrupt fails the test instead of hanging it.
+ * holds the line high; KVM_RUN is given a deadline (a watchdog thread sends
+ * the vCPU thread SIGUSR1) so that a lost interrupt fails the test instead of
+ * hanging it.
  */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "kvm_util.h"
@@ -64,13 +67,32 @@ static void guest_storm(void)
 	GUEST_DONE();
 }
 
-static void on_alarm(int sig)
+static void on_sigusr1(int sig)
 {
+}
+
+struct watchdog {
+	pthread_t vcpu_thread, thread;
+	atomic_int done;
+};
+
+/* SIGUSR1 to the vCPU thread after DEADLINE_S unless the run ended. */
+static void *watchdog_fn(void *arg)
+{
+	struct watchdog *w = arg;
+	int i;
+
+	for (i = 0; i < DEADLINE_S * 10 && !atomic_load(&w->done); i++)
+		usleep(100000);
+	if (!atomic_load(&w->done))
+		pthread_kill(w->vcpu_thread, SIGUSR1);
+	return NULL;
 }
 
 TEST(level_interrupt_survives_eoi_storm_limit)
 {
-	struct sigaction sa = { .sa_handler = on_alarm };
+	struct sigaction sa = { .sa_handler = on_sigusr1 };
+	struct watchdog w = { .vcpu_thread = pthread_self() };
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
 	struct ucall uc;
@@ -87,12 +109,13 @@ TEST(level_interrupt_survives_eoi_storm_limit)
 	/* The line goes high and stays high: every EOI re-delivers. */
 	kvm_irq_line(vm, PIN, 1);
 
-	/* No SA_RESTART: the alarm makes KVM_RUN fail with EINTR. */
-	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
-	alarm(DEADLINE_S);
+	/* No SA_RESTART: the watchdog's signal makes KVM_RUN fail with EINTR. */
+	ASSERT_EQ(0, sigaction(SIGUSR1, &sa, NULL));
+	ASSERT_EQ(0, pthread_create(&w.thread, NULL, watchdog_fn, &w));
 	r = __vcpu_run(vcpu);
 	err = errno;
-	alarm(0);
+	atomic_store(&w.done, 1);
+	pthread_join(w.thread, NULL);
 	sync_global_from_guest(vm, delivered);
 	TEST_ASSERT(r == 0,
 		    "KVM_RUN failed (%s) after %lu deliveries of an asserted level line: "
