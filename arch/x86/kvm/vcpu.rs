@@ -440,7 +440,15 @@ impl<B: Backend> X86Vcpu<B> {
             user: self.hw.cpl() == 3,
             smap_override: self.hw.rflags() & (1 << 18) != 0,
         };
-        paging_tmpl::translate(&mut WalkMem::new(vm), &self.paging_ctx(), gva, access).map(|t| t.gpa)
+        let ctx = self.paging_ctx();
+        paging_tmpl::translate(&mut WalkMem::new(vm), &ctx, gva, access).map(|t| t.gpa).map_err(|e| match e {
+            // A page-table page outside guest memory: a not-present #PF
+            // with the access's W/U/I bits, as the C KVM's walker injects.
+            WalkError::NoMemory { .. } => {
+                WalkError::PageFault { error_code: paging_tmpl::not_present_error_code(&ctx, access) }
+            }
+            e => e,
+        })
     }
 
     /// Queues the exception a failed walk calls for.
@@ -450,6 +458,8 @@ impl<B: Backend> X86Vcpu<B> {
                 self.hw.set_cr2(gva);
                 self.queue_exception(vector::PF, Some(error_code));
             }
+            // `translate` turns it into a page fault with the access's bits;
+            // a walk without the access at hand injects the bare not-present one.
             WalkError::NoMemory { .. } => {
                 self.hw.set_cr2(gva);
                 self.queue_exception(vector::PF, Some(0));

@@ -299,7 +299,7 @@ pub(crate) enum WalkError {
     /// A page-table entry (or, for PAE, a PDPTE) at `gpa` is not backed by
     /// guest memory. This walker reports it rather than choosing: the C KVM
     /// injects a not-present #PF (`walk_addr_generic()` takes its `error`
-    /// path with an error code of 0), which a caller wanting the same
+    /// path: P clear, the access's W/U/I bits), which a caller wanting the same
     /// behaviour gets from [`not_present_error_code`]; a caller may instead
     /// treat a table in MMIO space as an emulation failure.
     NoMemory {
@@ -346,7 +346,6 @@ fn error_code(ctx: &PagingCtx, access: Access, cause: u32) -> u32 {
 /// The #PF error code of a not-present fault for `access`: what the C KVM
 /// injects when a page-table page is not backed by memory
 /// ([`WalkError::NoMemory`]).
-#[cfg(test)]
 pub(crate) fn not_present_error_code(ctx: &PagingCtx, access: Access) -> u32 {
     error_code(ctx, access, 0)
 }
