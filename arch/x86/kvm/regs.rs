@@ -4,8 +4,9 @@
 //! `struct kvm_regs`, `kvm_segment`, `kvm_dtable`, `kvm_sregs`, `kvm_fpu`,
 //! `kvm_debugregs`, `kvm_xcrs`, `kvm_vcpu_events`, and their byte encodings.
 //!
-//! Core-only (host-tested). The module checks the sizes against the kernel's
-//! uapi bindings at build time. Encodings are little-endian, as on x86.
+//! Core-only (host-tested). x86.rs checks the sizes of `kvm_regs`, `kvm_sregs`,
+//! `kvm_debugregs`, `kvm_fpu` and `kvm_vcpu_events` against the kernel's uapi
+//! bindings at build time. Encodings are little-endian, as on x86.
 
 /// Register numbers in x86 encoding order, as used for the GPR array.
 // All eight legacy GPRs, named for reference; the code names a subset.

@@ -58,6 +58,18 @@ mod vcpu;
 #[path = "vmx/vmx.rs"]
 mod vmx;
 
+// The register structs' encodings (regs.rs, core-only) against the tree's
+// uapi bindings: a layout change there fails the build here.
+const _: () = {
+    use core::mem::size_of;
+    use kernel::uapi as u;
+    assert!(regs::KvmRegs::SIZE == size_of::<u::kvm_regs>());
+    assert!(regs::KvmSregs::SIZE == size_of::<u::kvm_sregs>());
+    assert!(regs::KvmDebugRegs::SIZE == size_of::<u::kvm_debugregs>());
+    assert!(regs::KvmFpu::SIZE == size_of::<u::kvm_fpu>());
+    assert!(regs::KvmVcpuEvents::SIZE == size_of::<u::kvm_vcpu_events>());
+};
+
 /// The MMU.
 pub(crate) mod mmu {
     #[path = "paging_tmpl.rs"]
