@@ -53,7 +53,7 @@ pub(crate) mod pio;
 pub(crate) mod regs;
 #[path = "svm/svm.rs"]
 mod svm;
-#[path = "vcpu.rs"]
+#[path = "vcpu/vcpu.rs"]
 mod vcpu;
 #[path = "vmx/vmx.rs"]
 mod vmx;
