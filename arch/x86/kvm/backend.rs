@@ -345,6 +345,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn tdp_table(&self, pa: u64) -> u64;
     /// Number of levels of the nested/extended page table (4).
     fn tdp_levels(&self) -> u32;
+
+    /// The machine-check capabilities `KVM_X86_SETUP_MCE` accepts
+    /// (`kvm_caps.supported_mce_cap`): MCG_CTL_P and MCG_SER_P; a backend
+    /// adds what its vendor has.
+    fn mce_cap(&self) -> u64 {
+        super::mce::MCG_CTL_P | super::mce::MCG_SER_P
+    }
     /// The entry without write permission (NPT and EPT both keep it in bit 1).
     fn tdp_wrprot(&self, pte: u64) -> u64 {
         pte & !2

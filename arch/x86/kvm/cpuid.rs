@@ -6,7 +6,7 @@
 //! Core-only (host-tested). The table is the host's CPUID filtered by the
 //! feature masks below: what kvm-rs's SVM backend virtualizes. They are the C
 //! KVM's masks (`kvm_set_cpu_caps()`) minus what kvm-rs does not implement:
-//! PMU (PDCM, leaf 0xA), MCE/MCA and MTRR MSRs, TSX, SGX, PKU, PCID,
+//! PMU (PDCM, leaf 0xA), MTRR MSRs, TSX, SGX, PKU, PCID,
 //! speculation-control MSRs, the x2APIC and TSC-deadline modes of the local
 //! APIC, Intel PT, AMX/XFD, XSAVES-managed state, TOPOEXT, and every
 //! paravirtual feature in leaf 0x40000001. A guest that sees fewer features
@@ -90,10 +90,10 @@ const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// CPUID.1:ECX bits emulated whatever the host has: X2APIC (the in-kernel
 /// local APIC implements x2APIC mode).
 const LEAF1_ECX_EMULATED: u32 = 1 << 21;
-/// CPUID.1:EDX: FPU, VME, DE, PSE, TSC, MSR, PAE, CX8, APIC, SEP, PGE, CMOV,
-/// PAT, PSE36, CLFLUSH, MMX, FXSR, SSE, SSE2, SS.
+/// CPUID.1:EDX: FPU, VME, DE, PSE, TSC, MSR, PAE, MCE, CX8, APIC, SEP, PGE,
+/// MCA, CMOV, PAT, PSE36, CLFLUSH, MMX, FXSR, SSE, SSE2, SS.
 const LEAF1_EDX: u32 =
-    bits(&[0, 1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 15, 16, 17, 19, 23, 24, 25, 26, 27]);
+    bits(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26, 27]);
 /// CPUID.7.0:EBX: FSGSBASE, BMI1, AVX2, SMEP, BMI2, ERMS, INVPCID, AVX512F,
 /// AVX512DQ, RDSEED, ADX, SMAP, AVX512IFMA, CLFLUSHOPT, CLWB, AVX512CD,
 /// SHA, AVX512BW, AVX512VL. (INVPCID runs natively in the guest when the
@@ -120,7 +120,7 @@ const LEAF81_ECX: u32 = bits(&[0, 1, 4, 5, 6, 7, 8, 11, 16, 21]);
 /// 3DNOWEXT, 3DNOW. Not RDTSCP: kvm-rs does not switch MSR_TSC_AUX, so it
 /// intercepts RDTSCP and raises #UD.
 const LEAF81_EDX: u32 = bits(&[
-    0, 1, 2, 3, 4, 5, 6, 8, 9, 11, 13, 15, 16, 17, 20, 22, 23, 24, 25, 26, 29, 30, 31,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17, 20, 22, 23, 24, 25, 26, 29, 30, 31,
 ]);
 /// XCR0 components kvm-rs switches between host and guest: x87, SSE, AVX,
 /// the AVX-512 opmask/ZMM state, and PKRU (which kvm-rs switches itself).

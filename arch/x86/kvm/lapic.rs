@@ -656,7 +656,6 @@ impl Lapic {
 
     /// After MCG_CAP changes (`kvm_apic_after_set_mcg_cap()`): CMCI adds a
     /// seventh LVT entry, which starts masked.
-    #[cfg(test)]
     pub(crate) fn set_cmci(&mut self, cmci: bool) {
         let nr = if cmci { 7 } else { 6 };
         if nr == self.nr_lvt {

@@ -92,6 +92,10 @@ pub(crate) const MSRS_TO_SAVE: &[u32] = &[
     MSR_IA32_UCODE_REV,
     MSR_K7_HWCR,
     MSR_IA32_CR_PAT,
+    // The machine-check globals user space saves (C: `emulated_msrs_all`);
+    // it saves the banks itself, from the MCG_CAP it set.
+    super::mce::MSR_IA32_MCG_STATUS,
+    super::mce::MSR_IA32_MCG_CTL,
 ];
 
 /// The feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`): read with

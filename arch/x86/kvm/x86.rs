@@ -43,6 +43,8 @@ pub(crate) mod irq;
 pub(crate) mod irq_comm;
 #[path = "lapic.rs"]
 pub(crate) mod lapic;
+#[path = "mce.rs"]
+pub(crate) mod mce;
 #[path = "msr_filter.rs"]
 pub(crate) mod msr_filter;
 #[path = "msrs.rs"]
@@ -68,6 +70,8 @@ const _: () = {
     assert!(regs::KvmDebugRegs::SIZE == size_of::<u::kvm_debugregs>());
     assert!(regs::KvmFpu::SIZE == size_of::<u::kvm_fpu>());
     assert!(regs::KvmVcpuEvents::SIZE == size_of::<u::kvm_vcpu_events>());
+    assert!(mce::KvmX86Mce::SIZE == size_of::<u::kvm_x86_mce>());
+    assert!(ioc::KVM_CAP_MCE == u::KVM_CAP_MCE as i64);
 };
 
 /// The MMU.
@@ -141,6 +145,12 @@ pub(crate) mod ioc {
     pub(crate) const KVM_NMI: u32 = io(0x9a);
     /// `KVM_X86_GET_MCE_CAP_SUPPORTED`.
     pub(crate) const KVM_X86_GET_MCE_CAP_SUPPORTED: u32 = ior(0x9d, 8);
+    /// `KVM_X86_SETUP_MCE`.
+    pub(crate) const KVM_X86_SETUP_MCE: u32 = iow(0x9c, 8);
+    /// `KVM_X86_SET_MCE`.
+    pub(crate) const KVM_X86_SET_MCE: u32 = iow(0x9e, 64);
+    /// `KVM_CAP_MCE`.
+    pub(crate) const KVM_CAP_MCE: i64 = 31;
     /// `KVM_TRANSLATE`.
     pub(crate) const KVM_TRANSLATE: u32 = iowr(0x85, 24);
     /// `KVM_CAP_TSC_DEADLINE_TIMER`.
@@ -266,6 +276,7 @@ impl<B: Backend> Arch for X86<B> {
             KVM_CAP_SYNC_REGS => vcpu::KVM_SYNC_X86_VALID_FIELDS as i64,
             KVM_CAP_TSC_DEADLINE_TIMER => 1,
             KVM_CAP_MSR_PLATFORM_INFO => 1,
+            KVM_CAP_MCE => mce::KVM_MAX_MCE_BANKS as i64,
             irq_comm::KVM_CAP_IRQ_INJECT_STATUS => 1,
             msr_filter::KVM_CAP_X86_USER_SPACE_MSR | msr_filter::KVM_CAP_X86_MSR_FILTER => 1,
             // KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK
@@ -288,9 +299,8 @@ impl<B: Backend> Arch for X86<B> {
             ioc::KVM_GET_MSR_INDEX_LIST => copy_index_list(arg, msrs::MSRS_TO_SAVE),
             ioc::KVM_GET_MSR_FEATURE_INDEX_LIST => copy_index_list(arg, msrs::FEATURE_MSRS),
             ioc::KVM_GET_MSRS => get_feature_msrs(arg),
-            // No machine-check banks or features are offered (KVM_CAP_MCE is 0).
             ioc::KVM_X86_GET_MCE_CAP_SUPPORTED => {
-                UserSlice::new(arg, 8).writer().write_slice(&0u64.to_ne_bytes())?;
+                UserSlice::new(arg, 8).writer().write_slice(&self.backend.mce_cap().to_ne_bytes())?;
                 Ok(0)
             }
             // `kvm_arch_dev_ioctl()` answers -EINVAL to what it does not handle.

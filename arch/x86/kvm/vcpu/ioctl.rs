@@ -12,10 +12,11 @@ use super::xsave::XFEATURE_FP;
 use super::{cr0, cr4, mp, now_ns, X86Vcpu, RFLAGS_IF};
 use crate::kvm_main::{ArchVcpu, VcpuCtx};
 use crate::uapi::run;
-use crate::x86::backend::{Backend, Event, VendorVcpu};
+use crate::x86::backend::{vector, Backend, Event, VendorVcpu};
 use crate::x86::cpuid::{self, CpuidEntry};
 use crate::x86::ioc;
 use crate::x86::lapic;
+use crate::x86::mce::{Delivery, KvmX86Mce};
 use crate::x86::mmu::paging_tmpl::{self, Access};
 use crate::x86::msrs::{self, efer};
 use crate::x86::regs::{KvmDebugRegs, KvmFpu, KvmRegs, KvmSregs, KvmVcpuEvents, Seg};
@@ -511,6 +512,30 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
             ioc::KVM_GET_LAPIC => self.get_lapic(arg),
             ioc::KVM_SET_LAPIC => self.set_lapic(arg),
             ioc::KVM_TRANSLATE => self.translate_ioctl(ctx, arg),
+            ioc::KVM_X86_SETUP_MCE => {
+                let cap = u64::from_ne_bytes(read_arg::<8>(arg)?);
+                self.mce.setup(cap, self.vm.backend.mce_cap()).map_err(|()| EINVAL)?;
+                // LVT CMCI exists with MCG_CMCI_P (C: `kvm_apic_after_set_mcg_cap()`).
+                self.lapic.set_cmci(self.mce.cmci());
+                self.publish_apic();
+                Ok(0)
+            }
+            ioc::KVM_X86_SET_MCE => {
+                let m = KvmX86Mce::from_bytes(&read_arg::<{ KvmX86Mce::SIZE }>(arg)?);
+                let cr4_mce = self.hw.cr4() & cr4::MCE != 0;
+                match self.mce.inject(&m, cr4_mce).map_err(|()| EINVAL)? {
+                    Delivery::None => {}
+                    Delivery::Cmci => {
+                        if self.irqchip() {
+                            let _ = self.lapic.local_deliver(lapic::Lvt::Cmci);
+                            self.shared.kick();
+                        }
+                    }
+                    Delivery::MachineCheck => self.queue_exception(vector::MC, None),
+                    Delivery::TripleFault => self.triple_fault = true,
+                }
+                Ok(0)
+            }
             ioc::KVM_NMI => {
                 self.nmi_pending = true;
                 Ok(0)

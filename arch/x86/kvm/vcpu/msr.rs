@@ -48,6 +48,9 @@ impl<B: Backend> X86Vcpu<B> {
         if let Some(v) = self.hw.get_msr(index) {
             return Ok(v);
         }
+        if let Some(r) = self.mce.get_msr(index, host) {
+            return r.map_err(|()| MsrErr::Invalid);
+        }
         Ok(match index {
             MSR_EFER => self.hw.efer(),
             MSR_IA32_TSC => self.guest_tsc(),
@@ -96,6 +99,12 @@ impl<B: Backend> X86Vcpu<B> {
             _ => {}
         }
         if let Some(r) = self.hw.set_msr(index, value) {
+            return r.map_err(|()| MsrErr::Invalid);
+        }
+        // AMD's HWCR.McStatusWrEn lets the guest write MCi_STATUS (C:
+        // `can_set_mci_status()`).
+        let status_writable = self.guest_is_amd() && self.hwcr & (1 << 18) != 0;
+        if let Some(r) = self.mce.set_msr(index, value, host, status_writable) {
             return r.map_err(|()| MsrErr::Invalid);
         }
         self.set_msr_common(index, value, host).map_err(|()| {

@@ -42,6 +42,10 @@ impl<B: Backend> X86Vcpu<B> {
             return Err(EINTR);
         }
         self.ran = true;
+        if core::mem::take(&mut self.triple_fault) {
+            ctx.run.write_u32(run::EXIT_REASON, exit::SHUTDOWN);
+            return Ok(0);
+        }
         loop {
             // Signals, rescheduling, rseq and other resume-to-user work
             // (C: `xfer_to_guest_mode_handle_work()`).

@@ -10,6 +10,7 @@
 //! definitions its parts share. Each part is a child module, one concept
 //! each, as listed below.
 
+use crate::x86::mce::Mce;
 use super::backend::{Backend, Event, VendorVcpu};
 use super::cpuid::{self, feature, CpuidEntry};
 use super::lapic::{self, HostTimer, Lapic, LapicConfig};
@@ -81,6 +82,7 @@ mod cr0 {
 /// CR4 bits.
 mod cr4 {
     pub(super) const PAE: u64 = 1 << 5;
+    pub(super) const MCE: u64 = 1 << 6;
     pub(super) const UMIP: u64 = 1 << 11;
     pub(super) const LA57: u64 = 1 << 12;
     pub(super) const VMXE: u64 = 1 << 13;
@@ -145,6 +147,11 @@ pub(crate) struct X86Vcpu<B: Backend> {
     pkru: u32,
     fpu: GuestFpu,
     lapic: KBox<Lapic>,
+    /// Machine-check banks and MSRs (boxed: 1.3 KB).
+    mce: KBox<Mce>,
+    /// `KVM_X86_SET_MCE` made a triple fault: the next `KVM_RUN` returns
+    /// `KVM_EXIT_SHUTDOWN` (C: `KVM_REQ_TRIPLE_FAULT`).
+    triple_fault: bool,
     mp_state: u32,
     tsc_offset: u64,
     tsc_adjust: u64,
@@ -213,6 +220,8 @@ impl<B: Backend> X86Vcpu<B> {
             pkru: 0,
             fpu: GuestFpu::new()?,
             lapic,
+            mce: KBox::new(Mce::new(), GFP_KERNEL_ACCOUNT)?,
+            triple_fault: false,
             mp_state: if !irqchip || id == 0 { mp::RUNNABLE } else { mp::UNINITIALIZED },
             tsc_offset: 0,
             tsc_adjust: 0,

@@ -892,6 +892,13 @@ impl Backend for Vmx {
         // EPT would only be needed beyond.
         4
     }
+
+    /// Intel adds CMCI (C: `vmx_hardware_setup()`; not LMCE, which needs
+    /// `IA32_MCG_EXT_CTL` and the LMCE bit of `IA32_FEATURE_CONTROL`, neither
+    /// of which kvm-rs emulates).
+    fn mce_cap(&self) -> u64 {
+        super::mce::MCG_CTL_P | super::mce::MCG_SER_P | super::mce::MCG_CMCI_P
+    }
 }
 
 impl VendorVcpu for VmxVcpu {

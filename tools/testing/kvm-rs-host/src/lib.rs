@@ -38,6 +38,10 @@ mod vmcb;
 mod msr_filter;
 
 #[allow(dead_code)]
+#[path = "../../../../arch/x86/kvm/mce.rs"]
+mod mce;
+
+#[allow(dead_code)]
 #[path = "../../../../virt/kvm/coalesced_mmio.rs"]
 mod coalesced_mmio;
 
