@@ -132,9 +132,16 @@ impl<B: Backend> X86Vcpu<B> {
     }
 
     fn mp_state_after_sregs(&mut self) {
-        // C: a vCPU waiting for SIPI that gets CS from user space is
-        // treated as started (`kvm_vcpu_is_bsp` quirk in `__set_sregs`).
-        if self.mp_state == mp::SIPI_RECEIVED {
+        // C (`__set_sregs()`): the BSP given the reset CS:IP in real mode is
+        // made runnable, whatever INIT left it waiting for (user space
+        // resetting a vCPU this way expects it to run).
+        let cs = self.hw.seg(Seg::Cs);
+        if self.lapic.apic_base() & lapic::APICBASE_BSP != 0
+            && self.rip == 0xfff0
+            && cs.selector == 0xf000
+            && cs.base == 0xffff_0000
+            && self.hw.cr0() & cr0::PE == 0
+        {
             self.mp_state = mp::RUNNABLE;
         }
     }
@@ -439,7 +446,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
                 self.set_sregs(&s)?;
                 Ok(0)
             }
-            ioc::KVM_GET_FPU => write_arg(arg, &self.get_fpu().to_bytes()),
+            ioc::KVM_GET_FPU => write_arg(arg, &self.get_fpu()?.to_bytes()),
             ioc::KVM_SET_FPU => {
                 let f = KvmFpu::from_bytes(&read_arg(arg)?);
                 self.set_fpu(&f)?;

@@ -43,13 +43,10 @@ impl<B: Backend> X86Vcpu<B> {
             && !(xcr0 & XFEATURE_AVX512 != 0 && (xcr0 & XFEATURE_YMM == 0 || xcr0 & XFEATURE_AVX512 != XFEATURE_AVX512))
     }
 
-    pub(super) fn get_fpu(&self) -> KvmFpu {
-        let mut buf = KVec::from_elem(0u8, self.fpu.uabi_size().max(KVM_XSAVE_SIZE), GFP_KERNEL).unwrap_or_default();
-        if buf.len() < KVM_XSAVE_SIZE {
-            return KvmFpu::from_fxsave(&[0u8; 512]);
-        }
+    pub(super) fn get_fpu(&self) -> Result<KvmFpu> {
+        let mut buf = KVec::from_elem(0u8, self.fpu.uabi_size().max(KVM_XSAVE_SIZE), GFP_KERNEL)?;
         self.fpu.get_uabi(&mut buf, self.supported_xcr0 | XFEATURE_FP | XFEATURE_SSE, self.pkru);
-        KvmFpu::from_fxsave(&buf[..512])
+        Ok(KvmFpu::from_fxsave(&buf[..512]))
     }
 
     pub(super) fn set_fpu(&mut self, f: &KvmFpu) -> Result {

@@ -357,4 +357,47 @@ TEST(halted_vcpu_wakes_on_ipi)
 	kvm_vm_free(vm);
 }
 
+/*
+ * "Older userspace won't unhalt the vcpu on reset" (C: __set_sregs_common()):
+ * the BSP given the reset CS (f000, base ffff0000) at RIP fff0 in real mode
+ * becomes runnable, whatever state INIT left it in; not at another RIP.
+ */
+static void set_reset_sregs(struct kvm_vcpu *vcpu, uint64_t rip)
+{
+	struct kvm_sregs sregs;
+	struct kvm_regs regs;
+
+	vcpu_regs_get(vcpu, &regs);
+	regs.rip = rip;
+	vcpu_regs_set(vcpu, &regs);
+	vcpu_sregs_get(vcpu, &sregs);
+	sregs.cs.selector = 0xf000;
+	sregs.cs.base = 0xffff0000;
+	sregs.cs.l = 0;
+	sregs.cs.db = 0;
+	sregs.cr0 = 0x60000010;	/* real mode, no paging */
+	sregs.cr4 = 0;
+	sregs.efer = 0;
+	vcpu_sregs_set(vcpu, &sregs);
+}
+
+TEST(bsp_given_reset_cs_ip_becomes_runnable)
+{
+	struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_INIT_RECEIVED };
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm = vm_create_with_one_vcpu(&vcpu, NULL);
+
+	vcpu_mp_state_set(vcpu, &mp);
+	set_reset_sregs(vcpu, 0xfff0);
+	vcpu_mp_state_get(vcpu, &mp);
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, mp.mp_state);
+
+	mp.mp_state = KVM_MP_STATE_INIT_RECEIVED;
+	vcpu_mp_state_set(vcpu, &mp);
+	set_reset_sregs(vcpu, 0x1000);
+	vcpu_mp_state_get(vcpu, &mp);
+	EXPECT_EQ(KVM_MP_STATE_INIT_RECEIVED, mp.mp_state);
+	kvm_vm_free(vm);
+}
+
 TEST_HARNESS_MAIN
