@@ -27,6 +27,7 @@
 #include <asm/tlbflush.h>
 #include <asm/segment.h>
 #include <asm/gsseg.h>
+#include <asm/mce.h>
 
 bool rust_helper_boot_cpu_has(u16 bit)
 {
@@ -276,4 +277,21 @@ void rust_helper_kvm_rs_restore_host_dr7(void)
 void rust_helper_kvm_rs_load_gs_index(u16 sel)
 {
 	load_gs_index(sel);
+}
+
+/*
+ * A machine check that interrupted a guest (an #MC VM exit, or one during
+ * VM entry): the host's handler runs it, as if it had hit user mode (C:
+ * kvm_machine_check()). Called with interrupts off, right after the exit.
+ */
+void rust_helper_kvm_rs_machine_check(void)
+{
+#ifdef CONFIG_X86_MCE
+	struct pt_regs regs = {
+		.cs = 3,	/* ring 3, whatever the guest ran at */
+		.flags = X86_EFLAGS_IF,
+	};
+
+	do_machine_check(&regs);
+#endif
 }

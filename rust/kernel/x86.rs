@@ -242,6 +242,15 @@ pub fn load_fixmap_gdt(irq: &IrqDisabled) {
     unsafe { bindings::load_fixmap_gdt(irq.cpu() as _) };
 }
 
+/// Runs the host's machine-check handler for a machine check that made a
+/// guest exit (C: `kvm_machine_check()`): the host, not the guest, owns it.
+pub fn machine_check(_irq: &IrqDisabled) {
+    // SAFETY: `do_machine_check()` is the kernel's #MC handler; it is meant to
+    // be called this way by hypervisors after an #MC VM exit, on the CPU that
+    // took it, with interrupts off (which the `IrqDisabled` proves).
+    unsafe { bindings::kvm_rs_machine_check() };
+}
+
 /// After a VMX exit, which sets DR7 to 0x400: restores the host's hardware
 /// breakpoints if any are armed (`hw_breakpoint_active()`, `cpu_dr7`).
 pub fn restore_host_dr7(_irq: &IrqDisabled) {

@@ -134,6 +134,9 @@ pub(crate) enum Exit {
     ExternalInterrupt,
     /// A physical NMI arrived.
     Nmi,
+    /// A machine check interrupted the guest; the backend has run the host's
+    /// handler (the guest is not told, as with the C KVM).
+    MachineCheck,
     /// The guest may now take an interrupt (the requested window opened).
     InterruptWindow,
     /// Triple fault or another shutdown condition.

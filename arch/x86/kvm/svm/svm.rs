@@ -396,6 +396,8 @@ impl SvmVcpu {
             SvmExit::Smi | SvmExit::Init => Exit::ExternalInterrupt,
             SvmExit::Vintr => Exit::InterruptWindow,
             SvmExit::Shutdown => Exit::Shutdown,
+            // Handled by `run` (the host's), never passed on to the guest.
+            SvmExit::Exception(ExceptionVector::MC) => Exit::MachineCheck,
             SvmExit::Exception(v) => {
                 let vector = v.get();
                 let error_code = match vector {
@@ -865,6 +867,12 @@ impl VendorVcpu for SvmVcpu {
         ctx.exit_pkru = out.pkru;
         if !out.ok {
             return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
+        }
+        // A machine check that hit the guest is the host's, handled before
+        // interrupts come back on (C: `svm_handle_mce()`; kvm-rs has no
+        // erratum 383 workaround: the CPUs it affects predate SVM's NPT).
+        if SvmExit::from_raw(self.vmcb.control.exit_code) == SvmExit::Exception(ExceptionVector::MC) {
+            x86::machine_check(irq);
         }
         let s = &self.vmcb.save;
         gprs[0] = s.rax;

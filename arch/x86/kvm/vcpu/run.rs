@@ -244,7 +244,7 @@ impl<B: Backend> X86Vcpu<B> {
             }
             // The TPR the guest lowered was synced above; the interrupt it
             // blocked is looked at before the next entry.
-            Exit::ExternalInterrupt | Exit::Nmi | Exit::TprBelowThreshold => Flow::Resume,
+            Exit::ExternalInterrupt | Exit::Nmi | Exit::MachineCheck | Exit::TprBelowThreshold => Flow::Resume,
             // Handled in `run_loop`, never passed here.
             Exit::NotEntered => Flow::Resume,
             Exit::InterruptWindow => {
@@ -320,6 +320,7 @@ fn exit_stat(exit: &Exit) -> Option<VcpuStat> {
         | Exit::Pause
         | Exit::Rdpmc
         | Exit::Nmi
+        | Exit::MachineCheck
         | Exit::Shutdown
         | Exit::Exception { .. }
         | Exit::DrAccess { .. }

@@ -617,6 +617,13 @@ impl VmxVcpu {
                         vmx_ops::handle_nmi_exit(irq);
                         Exit::Nmi
                     }
+                    // The host's machine check, handled before interrupts
+                    // come back on and not passed on (C:
+                    // `handle_exception_irqoff()`).
+                    intr_info::TYPE_HW_EXCEPTION if intr_info::vector(info) == vector::MC => {
+                        x86::machine_check(irq);
+                        Exit::MachineCheck
+                    }
                     _ => {
                         let vector = intr_info::vector(info);
                         let error_code =
@@ -1413,6 +1420,11 @@ impl VendorVcpu for VmxVcpu {
         v.read_set(&mut self.exit);
         let reason = self.exit.reason();
         if reason & vmcs::EXIT_REASON_FAILED_VMENTRY != 0 {
+            // A machine check during VM entry is the host's (C:
+            // `vmx_vcpu_enter_exit()`); the entry is then reported failed.
+            if ExitReason::from_basic(reason as u16) == ExitReason::MachineCheckOnEntry {
+                x86::machine_check(irq);
+            }
             // The guest state failed the entry checks: nothing ran. The
             // software copy stays as it was, to be written again.
             self.report_failure("VM entry failed the guest-state checks", u64::from(reason));
