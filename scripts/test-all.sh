@@ -75,15 +75,22 @@ run_suite "vm: C KVM (QEMU, SVM)" bash scripts/vmtest.sh KVM=c \
   TESTS="$C_PROJECT_TESTS kvm_binary_stats_test guest_print_test x86_64/cpuid_test x86_64/set_sregs_test"
 
 # 5. The VMX backend under Bochs (emulated Intel VMX with EPT), much slower than
-#    TCG: a selection that fits about 8 minutes on 2 cores. Each test
+#    TCG: a selection that fits about 13 minutes on 2 cores. Each test
 #    has STALL host seconds to report (guest timeouts are emulated seconds);
 #    exceptions with reasons in kvm-rs.bochs.expected.
+# Issue 3's tier tests the C kvm-intel passes under Bochs (measured side by
+# side: testing.rst, "The SVM tiers under Bochs"), the quick ones; the C suite
+# below runs them too.
+BOCHS_TIERS="kvm_create_max_vcpus x86_64/max_vcpuid_cap_test coalesced_io_test kvm_binary_stats_test
+  x86_64/ucna_injection_test x86_64/xapic_state_test kvm_page_table_test demand_paging_test"
 BOCHS_TESTS="kvm-rs/kvm_rs_vcpu_test kvm-rs/kvm_rs_demo kvm-rs/kvm_rs_errno_test kvm-rs/kvm_rs_pio_test
   kvm-rs/kvm_rs_mmio_test kvm-rs/kvm_rs_shutdown_test kvm-rs/kvm_rs_msr_test kvm-rs/kvm_rs_tpr_test
   kvm-rs/kvm_rs_pci_hole_test kvm-rs/kvm_rs_stats_test kvm-rs/kvm_rs_cpuid_fault_test
   guest_print_test x86_64/cpuid_test x86_64/userspace_io_test x86_64/platform_info_test
   x86_64/userspace_msr_exit_test x86_64/set_sregs_test x86_64/state_test x86_64/tsc_msrs_test
-  x86_64/hwcr_msr_test x86_64/get_msr_index_features x86_64/vmx_msrs_test"
+  x86_64/hwcr_msr_test x86_64/get_msr_index_features x86_64/vmx_msrs_test
+  kvm-rs/kvm_rs_mce_test kvm-rs/kvm_rs_walk_test kvm-rs/kvm_rs_dev_test kvm-rs/kvm_rs_coalesced_test
+  $BOCHS_TIERS x86_64/cr4_cpuid_sync_test x86_64/xcr0_cpuid_test dirty_log_test kvm-rs/kvm_rs_hlt_test"
 run_suite "vm: kvm-rs (Bochs, VMX)" bash scripts/vmtest.sh EMU=bochs KVM=rs STALL=240 TESTS="$BOCHS_TESTS"
 # VMXON failing on purpose (bad region, #GP on every CPU, #GP on the last CPU
 # after the others entered VMX operation): refused cleanly, then kvm-intel and
@@ -95,7 +102,8 @@ run_suite "vm: kvm-rs crash/kexec (Bochs)" bash scripts/crash-test.sh STALL=300
 # The C kvm-intel, same command: the project selftests' answers hold for it too.
 run_suite "vm: C KVM (Bochs, VMX)" bash scripts/vmtest.sh EMU=bochs KVM=c STALL=240 \
   TESTS="kvm-rs/kvm_rs_demo kvm-rs/kvm_rs_msr_test kvm-rs/kvm_rs_tpr_test kvm-rs/kvm_rs_mmio_test
-  kvm-rs/kvm_rs_shutdown_test guest_print_test x86_64/cpuid_test x86_64/vmx_msrs_test"
+  kvm-rs/kvm_rs_shutdown_test kvm-rs/kvm_rs_mce_test guest_print_test x86_64/cpuid_test x86_64/vmx_msrs_test
+  $BOCHS_TIERS"
 
 # 6. The benchmarks' smoke run (make bench-smoke): every figure produced for both
 #    modules with a few iterations; checks that it works, times nothing.
