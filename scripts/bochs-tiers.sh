@@ -4,7 +4,8 @@
 # tools/testing/selftests/kvm/baseline/bochs-vmx-tiers.md). Each test gets
 # STALL host seconds (default 600); a full run takes about two hours on 2
 # cores, most of it in the tests that hang Bochs with both modules.
-#   scripts/bochs-tiers.sh [SET=tiers|rest] [STALL=s] [OUT=file] [FROM=dir]
+#   scripts/bochs-tiers.sh [SET=tiers|rest] [STALL=s] [OUT=file] [FROM=dir] [NOTE=text]
+# NOTE: a paragraph added under the table (what the measured build was).
 # SET=rest: the other upstream x86 selftests (neither the tiers nor make
 # test's Bochs suite), the C kvm-intel only (baseline/bochs-vmx-c-rest.md,
 # FROM=dir reads dir/res-rest-c.txt and dir/tap-rest-c.txt).
@@ -13,8 +14,8 @@
 # of measuring again.
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
-STALL=600; OUT=""; FROM=""; SET=tiers
-for a in "$@"; do case "$a" in SET=*|STALL=*|OUT=*|FROM=*) eval "${a%%=*}=\${a#*=}" ;; *) echo "unknown $a" >&2; exit 2 ;; esac; done
+STALL=600; OUT=""; FROM=""; SET=tiers; NOTE=""
+for a in "$@"; do case "$a" in SET=*|STALL=*|OUT=*|FROM=*|NOTE=*) eval "${a%%=*}=\${a#*=}" ;; *) echo "unknown $a" >&2; exit 2 ;; esac; done
 ST=$KVMRS_ROOT/tools/testing/selftests/kvm
 [ -n "$OUT" ] || OUT=$ST/baseline/bochs-vmx-$SET.md
 [ "$SET" = rest ] && OUT=${OUT/bochs-vmx-rest.md/bochs-vmx-c-rest.md}
@@ -67,6 +68,7 @@ if [ "$SET" = rest ]; then
   echo "| test | C kvm-intel |"
   echo "|---|---|"
   for t in $TESTS; do echo "| $t | $(cell c "$t") |"; done
+  [ -z "$NOTE" ] || { echo; echo "$NOTE"; }
 } > "$OUT"
 log "written ${OUT#$KVMRS_ROOT/}"
 exit 0
@@ -83,5 +85,6 @@ fi
   echo "| test | C kvm-intel | kvm-rs |"
   echo "|---|---|---|"
   for t in $TESTS; do echo "| $t | $(cell c "$t") | $(cell rs "$t") |"; done
+  [ -z "$NOTE" ] || { echo; echo "$NOTE"; }
 } > "$OUT"
 log "written ${OUT#$KVMRS_ROOT/}"
