@@ -13,7 +13,7 @@
 
 use crate::{
     bindings,
-    init::{PinInit, PinnedDrop},
+    init::PinInit,
     pin_init,
     types::Opaque,
 };

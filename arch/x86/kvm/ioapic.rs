@@ -355,6 +355,18 @@ impl Ioapic {
         self.redirtbl.get(pin).copied()
     }
 
+    /// The vectors of the redirection entries (bit `v % 64` of word
+    /// `v / 64`): only an EOI of one of these can concern the IOAPIC (C
+    /// keeps the narrower `ioapic_handled_vectors` per vCPU).
+    pub(crate) fn entry_vectors(&self) -> [u64; 4] {
+        let mut v = [0u64; 4];
+        for e in &self.redirtbl {
+            let n = e.vector();
+            v[usize::from(n >> 6)] |= 1 << (n & 63);
+        }
+        v
+    }
+
     /// The interrupt request register, one bit per pin.
     #[cfg(test)]
     pub(crate) fn irr(&self) -> u32 {
@@ -814,6 +826,19 @@ mod tests {
 
     const EDGE_0X31_TO_0: u64 = 0x31;
     const LEVEL_0X41_TO_0: u64 = 0x8041;
+
+    #[test]
+    fn entry_vectors_cover_every_programmed_vector() {
+        let mut io = Ioapic::new();
+        let v = io.entry_vectors();
+        assert_eq!(v, [1, 0, 0, 0], "reset entries: vector 0, masked");
+        let mut b = bus();
+        program(&mut io, 3, 0x41, &mut b);
+        program(&mut io, 7, 0x80c2, &mut b);
+        let v = io.entry_vectors();
+        assert_eq!(v[1], 1 << 1);
+        assert_eq!(v[3], 1 << 2);
+    }
 
     #[test]
     fn reset_state_and_version() {

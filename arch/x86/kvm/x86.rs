@@ -325,6 +325,7 @@ impl<B: Backend> Arch for X86<B> {
                 irqchip_dev <- new_mutex!(None),
                 pic_output: AtomicBool::new(false),
                 eoi_inject_at: AtomicU64::new(0),
+                ioapic_vectors: [const { AtomicU64::new(0) }; 4],
                 tsc_khz: AtomicU32::new(x86::tsc_khz()),
                 nr_mmu_pages: AtomicU64::new(0),
                 apic_bus_cycle_ns: AtomicU64::new(lapic::APIC_BUS_CYCLE_NS_DEFAULT),
@@ -678,6 +679,10 @@ pub(crate) struct X86VmShared<B: Backend> {
     /// ns), 0 if none is: C's delayed `eoi_inject` work. The vCPUs run it
     /// from their loop, and a halted one sleeps no longer than this.
     pub(crate) eoi_inject_at: AtomicU64,
+    /// Every vector an IOAPIC redirection entry has held (bit `v % 64` of
+    /// word `v / 64`; only ever grows): a LAPIC EOI of another vector needs
+    /// neither the IOAPIC nor its locks (C: `kvm_ioapic_handles_vector()`).
+    pub(crate) ioapic_vectors: [AtomicU64; 4],
     /// The guest TSC frequency.
     pub(crate) tsc_khz: AtomicU32,
     /// `KVM_SET_NR_MMU_PAGES`.
@@ -712,6 +717,11 @@ impl<B: Backend> X86VmShared<B> {
         self.with_irqchip_from(None, f)
     }
 
+    /// Whether an IOAPIC redirection entry has ever held `vector`.
+    pub(crate) fn is_ioapic_vector(&self, vector: u8) -> bool {
+        self.ioapic_vectors[usize::from(vector >> 6)].load(Ordering::SeqCst) & (1 << (vector & 63)) != 0
+    }
+
     /// [`Self::with_irqchip`] on behalf of vCPU `from` (a LAPIC EOI).
     pub(crate) fn with_irqchip_from<R>(
         &self,
@@ -723,6 +733,11 @@ impl<B: Backend> X86VmShared<B> {
         let vcpus = self.vcpus.lock();
         let mut router = ApicRouter { vcpus: &vcpus, flags: self.lapic_flags(), from };
         let r = f(chip, &mut router);
+        // Published before the lock is dropped, so before any interrupt
+        // through a new entry can be delivered, let alone EOIed.
+        for (w, v) in self.ioapic_vectors.iter().zip(chip.ioapic.entry_vectors()) {
+            w.fetch_or(v, Ordering::SeqCst);
+        }
         let out = chip.pic.output();
         let was = self.pic_output.swap(out, Ordering::SeqCst);
         if out && !was {

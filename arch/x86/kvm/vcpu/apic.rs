@@ -128,6 +128,11 @@ impl<B: Backend> X86Vcpu<B> {
         self.publish_apic();
         match a {
             Some(Action::Ipi(ipi)) => self.send_ipi(&ipi),
+            // An EOI of a vector no IOAPIC entry ever had (IPIs, the LAPIC
+            // timer, MSIs) is not the IOAPIC's business: skipping it keeps
+            // the irqchip and vCPU-list locks out of every such EOI, where a
+            // vCPU sending IPIs contended for them with the one taking them.
+            Some(Action::Eoi { vector, .. }) if !self.vm.is_ioapic_vector(vector) => {}
             Some(Action::Eoi { vector, level_triggered }) => {
                 // The IOAPIC learns of the EOI (remote IRR, re-delivery of a
                 // still-asserted level line).
