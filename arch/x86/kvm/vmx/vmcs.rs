@@ -471,6 +471,18 @@ pub(crate) const fn is_privileged(enc: u32) -> bool {
     false
 }
 
+/// Whether none of `encodings` is privileged ([`is_privileged`]).
+pub(crate) const fn all_unprivileged(encodings: &[u32]) -> bool {
+    let mut i = 0;
+    while i < encodings.len() {
+        if is_privileged(encodings[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A group of fields read with one call into the instruction module (one
 /// loop of VMREADs there) instead of one call per field: the exit path reads
 /// some sixty fields, and a call each cost several times the VMREAD itself.
@@ -554,14 +566,10 @@ macro_rules! writable_field_set {
             }
         }
 
-        const _: () = {
-            let e = <$name as FieldSet>::ENCODINGS;
-            let mut i = 0;
-            while i < e.len() {
-                assert!(!is_privileged(e[i]), "a privileged field in a writable field set");
-                i += 1;
-            }
-        };
+        const _: () = assert!(
+            all_unprivileged(<$name as FieldSet>::ENCODINGS),
+            "a privileged field in a writable field set"
+        );
     };
 }
 

@@ -227,6 +227,13 @@ pub(crate) struct CurrentVmcs<'a> {
     first_error: Cell<u32>,
 }
 
+/// Whether every field of `S` is unprivileged, as a constant per set.
+struct Unprivileged<S>(core::marker::PhantomData<S>);
+
+impl<S: FieldSet> Unprivileged<S> {
+    const OK: bool = vmcs::all_unprivileged(S::ENCODINGS);
+}
+
 impl<'a> CurrentVmcs<'a> {
     /// Accesses the VMCS made current on this CPU by [`vmptrld`] (with no
     /// current VMCS every access fails with VMfailInvalid, harmlessly).
@@ -284,6 +291,7 @@ impl<'a> CurrentVmcs<'a> {
     /// Reads every field of a [`FieldSet`] with one call; a field that
     /// cannot be read is counted as failed and reads as 0, the others are
     /// still read.
+    ///
     /// `set` is filled in place: a set is a few hundred bytes, and copying
     /// it cost as much as the VMREADs.
     pub(crate) fn read_set<S: FieldSet>(&self, set: &mut S) {
@@ -310,12 +318,19 @@ impl<'a> CurrentVmcs<'a> {
     /// the others are still written.
     pub(crate) fn write_set<S: WritableFieldSet>(&self, set: &S) {
         let enc = S::ENCODINGS;
+        // The trait can be implemented without the macro's declaration-time
+        // check: this one, evaluated at compile time per set, keeps the
+        // VMWRITEs below unprivileged whatever the implementation.
+        if !Unprivileged::<S>::OK {
+            self.note(enc.first().copied().unwrap_or(0), 4);
+            return;
+        }
         let raw = set.raw();
         let n = enc.len().min(raw.len());
         let mut start = 0;
         while start < n {
             let (e, r) = (&enc[start..n], &raw[start..n]);
-            // SAFETY: The fields are unprivileged (see above): writing them
+            // SAFETY: The fields are unprivileged (checked above): writing them
             // changes only how the guest runs and exits. `e` and `r` are
             // valid for `n - start` elements; faults are fixed up.
             let done = unsafe { kvm_rs_vmwrite_many(e.as_ptr(), r.as_ptr(), (n - start) as u64) } as usize;
