@@ -604,8 +604,10 @@ impl<E: StatId> Layout<E> {
             Self::DATA_OFFSET as u32,
         ];
         let mut b = [0u8; HEADER_SIZE];
-        for (chunk, f) in b.chunks_exact_mut(4).zip(fields) {
-            chunk.copy_from_slice(&f.to_ne_bytes());
+        for (i, f) in fields.iter().enumerate() {
+            if let Some(d) = b.get_mut(4 * i..4 * i + 4) {
+                d.copy_from_slice(&f.to_ne_bytes());
+            }
         }
         b
     }

@@ -723,8 +723,10 @@ impl Ioapic {
         b[12..16].copy_from_slice(&self.id.to_le_bytes());
         b[16..20].copy_from_slice(&(self.irr & !self.irr_delivered).to_le_bytes());
         b[20..24].copy_from_slice(&self.pad.to_le_bytes());
-        for (chunk, e) in b[24..].chunks_exact_mut(8).zip(self.redirtbl.iter()) {
-            chunk.copy_from_slice(&e.0.to_le_bytes());
+        for (i, e) in self.redirtbl.iter().enumerate() {
+            if let Some(d) = b.get_mut(24 + 8 * i..32 + 8 * i) {
+                d.copy_from_slice(&e.0.to_le_bytes());
+            }
         }
         b
     }

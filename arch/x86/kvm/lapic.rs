@@ -1488,10 +1488,12 @@ impl Lapic {
         // u128 division): both divisors are powers of two, so this is exact.
         let left = self.target_ns.saturating_sub(now_ns);
         let new = self.divide_count;
+        // Both are 1..=128 (`update_divide_count`); checked_div keeps a
+        // division-by-zero panic path out of the module all the same.
         let left = if new > old {
-            left.saturating_mul(u64::from(new / old))
+            left.saturating_mul(u64::from(new.checked_div(old).unwrap_or(1)))
         } else {
-            left / u64::from(old / new)
+            left.checked_div(u64::from(old.checked_div(new).unwrap_or(1))).unwrap_or(left)
         };
         self.target_ns = now_ns.saturating_add(left);
         Some(self.restart_timer())
@@ -1503,12 +1505,10 @@ impl Lapic {
         if self.get(reg::TMICT) == 0 || self.period_ns == 0 {
             return 0;
         }
-        let ns = self.target_ns.saturating_sub(now_ns) % self.period_ns;
+        let ns = self.target_ns.saturating_sub(now_ns).checked_rem(self.period_ns).unwrap_or(0);
+        let ns_per_count = self.cfg.bus_cycle_ns.saturating_mul(u64::from(self.divide_count));
         // The C KVM truncates to 32 bits as well.
-        (ns / self
-            .cfg
-            .bus_cycle_ns
-            .saturating_mul(u64::from(self.divide_count))) as u32
+        ns.checked_div(ns_per_count).unwrap_or(0) as u32
     }
 
     /// The host timer this APIC currently needs.
@@ -1599,8 +1599,10 @@ impl Lapic {
             }
         }
         let mut page = [0u8; KVM_APIC_REG_SIZE];
-        for (chunk, r) in page.chunks_exact_mut(4).zip(regs) {
-            chunk.copy_from_slice(&r.to_le_bytes());
+        for (i, r) in regs.iter().enumerate() {
+            if let Some(d) = page.get_mut(4 * i..4 * i + 4) {
+                d.copy_from_slice(&r.to_le_bytes());
+            }
         }
         Ok(page)
     }
@@ -1617,8 +1619,10 @@ impl Lapic {
         flags: &VmFlags,
     ) -> Result<HostTimer, Errno> {
         let mut regs = [0u32; KVM_APIC_REG_SIZE / 4];
-        for (r, chunk) in regs.iter_mut().zip(page.chunks_exact(4)) {
-            *r = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        for (i, r) in regs.iter_mut().enumerate() {
+            if let Some(&[a, b, c, d]) = page.get(4 * i..4 * i + 4) {
+                *r = u32::from_le_bytes([a, b, c, d]);
+            }
         }
         self.set(reg::SPIV, regs[(reg::SPIV / 4) as usize]);
         if self.x2apic_mode() {
