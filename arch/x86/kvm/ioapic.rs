@@ -193,7 +193,6 @@ impl DestMap {
 
     /// The vCPU `vcpu_id` accepted `vector` (what `__apic_accept_irq()` does
     /// with a `dest_map`). Ids beyond [`DEST_MAP_VCPU_IDS`] are not tracked.
-    #[cfg(test)]
     pub(crate) fn record(&mut self, vcpu_id: u32, vector: u8) {
         let i = vcpu_id as usize;
         if let (Some(w), Some(v)) = (self.map.get_mut(i / 64), self.vectors.get_mut(i)) {
@@ -678,7 +677,6 @@ impl Ioapic {
     // ---- RTC EOI tracking ----
 
     /// The RTC pin's destination and vector, for [`Ioapic::rtc_restore_one`].
-    #[cfg(test)]
     pub(crate) fn rtc_target(&self) -> (Destination, u8) {
         let e = self.redirtbl[RTC_GSI];
         (e.destination(), e.vector())
@@ -695,7 +693,6 @@ impl Ioapic {
     /// says whether its APIC is a destination of [`Ioapic::rtc_target`],
     /// `pending_eoi` whether the RTC vector is in its IRR or ISR
     /// ([`super::lapic::Lapic::pending_eoi`]).
-    #[cfg(test)]
     pub(crate) fn rtc_restore_one(&mut self, vcpu_id: u32, is_dest: bool, pending_eoi: bool) {
         if !is_dest || vcpu_id as usize >= DEST_MAP_VCPU_IDS {
             return;
@@ -735,7 +732,8 @@ impl Ioapic {
     /// raises each pin set in the given IRR again (line status on, so the
     /// RTC is tracked). The line states of the sources are kept. The module
     /// then asks every vCPU to rescan ([`Ioapic::handled_vectors`]) and
-    /// calls [`Ioapic::rtc_restore_one`] for each.
+    /// calls [`Ioapic::rtc_restore_one`] for each (C:
+    /// `kvm_rtc_eoi_tracking_restore_all()`).
     pub(crate) fn set_state(&mut self, b: &[u8; KVM_IOAPIC_STATE_SIZE], bus: &mut impl ApicBus) {
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);

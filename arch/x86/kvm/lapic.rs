@@ -1241,7 +1241,6 @@ impl Lapic {
     }
 
     /// `kvm_apic_pending_eoi()`: `vector` is requested or in service.
-    #[cfg(test)]
     pub(crate) fn pending_eoi(&self, vector: u8) -> bool {
         self.test_vec(reg::ISR, vector) || self.test_vec(reg::IRR, vector)
     }

@@ -507,6 +507,10 @@ pub(crate) struct VcpuShared {
     pub(crate) posted_init: AtomicBool,
     /// A posted SIPI: its vector plus 0x100, or 0.
     pub(crate) posted_sipi: AtomicU32,
+    /// `KVM_SET_IRQCHIP` restored the IOAPIC: the RTC EOI tracking took
+    /// this vCPU's published LAPIC; the vCPU checks it against its live
+    /// LAPIC before it enters the guest again.
+    pub(crate) rtc_restore: AtomicBool,
     /// A copy of the vCPU's LAPIC as other vCPUs and devices see it when
     /// they route interrupts (C: the APIC map), refreshed after every change
     /// of the vCPU's LAPIC registers.
@@ -530,6 +534,7 @@ impl VcpuShared {
                 posted_nmi: AtomicBool::new(false),
                 posted_init: AtomicBool::new(false),
                 posted_sipi: AtomicU32::new(0),
+                rtc_restore: AtomicBool::new(false),
                 apic_view <- new_mutex!(None),
                 timer <- HrTimer::new(target),
             }),
@@ -545,6 +550,18 @@ impl VcpuShared {
     /// Whether the vCPU is in guest mode now, and on which CPU.
     pub(crate) fn in_guest(&self) -> Option<u32> {
         (self.kicker.mode.load(Ordering::SeqCst) == IN_GUEST_MODE).then(|| self.kicker.cpu.load(Ordering::SeqCst))
+    }
+
+    /// For the RTC EOI tracking of `KVM_SET_IRQCHIP`: whether this vCPU's
+    /// LAPIC, as last published, is a destination of `dest`, and whether
+    /// `vector` is in its IRR or ISR or posted to it (C reads the LAPIC
+    /// itself: `__rtc_irq_eoi_tracking_restore_one()`).
+    pub(crate) fn rtc_view(&self, dest: &lapic::Destination, vector: u8, flags: &lapic::VmFlags) -> (bool, bool) {
+        let posted = self.posted_irr[usize::from(vector / 64)].load(Ordering::SeqCst) & (1 << (vector % 64)) != 0;
+        match &*self.apic_view.lock() {
+            Some(l) => (l.matches_dest(dest, lapic::Source::Device, flags), posted || l.pending_eoi(vector)),
+            None => (false, false),
+        }
     }
 
     /// Posts interrupt `vector` (accepted into the LAPIC at the next entry).
@@ -616,16 +633,37 @@ pub(crate) struct ApicRouter<'a> {
 impl ApicRouter<'_> {
     /// Delivers `irq` to `dest`; -1 if nothing matched, else how many accepted.
     pub(crate) fn deliver(&self, dest: &lapic::Destination, irq: &lapic::Irq) -> i32 {
+        self.deliver_tracked(dest, irq, None)
+    }
+
+    /// [`Self::deliver`], recording in `dest_map` the vCPUs that accepted a
+    /// fixed or lowest-priority interrupt (C: `__apic_accept_irq()` with a
+    /// `dest_map`, for the RTC's EOI tracking).
+    fn deliver_tracked(
+        &self,
+        dest: &lapic::Destination,
+        irq: &lapic::Irq,
+        mut dest_map: Option<&mut ioapic::DestMap>,
+    ) -> i32 {
         let source = |id: u32| match self.from {
             Some(me) if me == id => lapic::Source::ThisApic,
             Some(_) => lapic::Source::OtherApic,
             None => lapic::Source::Device,
         };
+        let mut accept = |v: &Arc<VcpuShared>| {
+            let ok = v.post(irq);
+            if ok && matches!(irq.mode, lapic::DeliveryMode::Fixed | lapic::DeliveryMode::LowestPriority) {
+                if let Some(m) = dest_map.as_deref_mut() {
+                    m.record(v.id, irq.vector);
+                }
+            }
+            i32::from(ok)
+        };
         let hit = |v: &&Arc<VcpuShared>| v.matches(dest, source(v.id), &self.flags);
         if irq.mode == lapic::DeliveryMode::LowestPriority {
             let n = self.vcpus.iter().filter(hit).count();
             return match lapic::lowest_prio_index(irq.vector, n).and_then(|i| self.vcpus.iter().filter(hit).nth(i)) {
-                Some(v) => i32::from(v.post(irq)),
+                Some(v) => accept(v),
                 None => -1,
             };
         }
@@ -633,7 +671,7 @@ impl ApicRouter<'_> {
         let mut accepted = 0;
         for v in self.vcpus.iter().filter(hit) {
             matched = true;
-            accepted += i32::from(v.post(irq));
+            accepted += accept(v);
         }
         if matched {
             accepted
@@ -644,8 +682,8 @@ impl ApicRouter<'_> {
 }
 
 impl ioapic::ApicBus for ApicRouter<'_> {
-    fn deliver(&mut self, d: &ioapic::Delivery, _dest_map: Option<&mut ioapic::DestMap>) -> i32 {
-        ApicRouter::deliver(self, &d.dest, &d.irq)
+    fn deliver(&mut self, d: &ioapic::Delivery, dest_map: Option<&mut ioapic::DestMap>) -> i32 {
+        self.deliver_tracked(&d.dest, &d.irq, dest_map)
     }
 }
 
@@ -879,7 +917,24 @@ impl<B: Backend> ArchVm for X86Vm<B> {
             irq_comm::KVM_SET_IRQCHIP => {
                 let mut b = [0u8; irq_comm::KVM_IRQCHIP_SIZE];
                 UserSlice::new(arg, b.len()).reader().read_slice(&mut b)?;
-                self.shared.with_irqchip(|chip, bus| chip.set_irqchip(&b, bus))?.map_err(err)?;
+                self.shared
+                    .with_irqchip(|chip, bus| {
+                        let r = chip.set_irqchip(&b, bus);
+                        if r.is_ok() && irq_comm::irqchip_chip_id(&b) == Ok(irq_comm::ChipId::Ioapic) {
+                            // kvm_rtc_eoi_tracking_restore_all(): from every
+                            // LAPIC as published, then each vCPU checks its
+                            // own live LAPIC before it runs again.
+                            let (dest, vector) = chip.ioapic.rtc_target();
+                            for v in bus.vcpus.iter() {
+                                let (is_dest, pending) = v.rtc_view(&dest, vector, &bus.flags);
+                                chip.ioapic.rtc_restore_one(v.id, is_dest, pending);
+                                v.rtc_restore.store(true, Ordering::SeqCst);
+                                v.kick();
+                            }
+                        }
+                        r
+                    })?
+                    .map_err(err)?;
                 Ok(0)
             }
             ioc::KVM_GET_TSC_KHZ => Ok(self.shared.tsc_khz.load(Ordering::Relaxed) as isize),

@@ -63,11 +63,24 @@ impl<B: Backend> X86Vcpu<B> {
             };
             self.lapic.accept(&irq);
         }
+        let _ = self.drain_posted_irr();
+        if self.shared.rtc_restore.load(Ordering::Relaxed) {
+            self.rtc_restore();
+        }
+    }
+
+    /// Moves the fixed interrupts posted by other vCPUs and devices into
+    /// the LAPIC's IRR (C: `sync_pir_to_irr()`, also done before
+    /// `KVM_GET_LAPIC` and `KVM_SET_LAPIC`).
+    /// Returns whether there were any.
+    pub(super) fn drain_posted_irr(&mut self) -> bool {
+        let mut any = false;
         for w in 0..4 {
             let irr = self.shared.posted_irr[w].swap(0, Ordering::SeqCst);
             if irr == 0 {
                 continue;
             }
+            any = true;
             let tmr = self.shared.posted_tmr[w].fetch_and(!irr, Ordering::SeqCst);
             for b in 0..64 {
                 if irr & (1 << b) != 0 {
@@ -76,6 +89,25 @@ impl<B: Backend> X86Vcpu<B> {
                 }
             }
         }
+        any
+    }
+
+    /// `kvm_rtc_eoi_tracking_restore_one()`: records in the IOAPIC's RTC
+    /// EOI tracking whether this vCPU still owes an EOI for the RTC's
+    /// vector, from its LAPIC as it is now (after `KVM_SET_LAPIC`, and after
+    /// `KVM_SET_IRQCHIP` restored the IOAPIC, see [`crate::x86::VcpuShared::rtc_view`]).
+    pub(super) fn rtc_restore(&mut self) {
+        self.shared.rtc_restore.store(false, Ordering::SeqCst);
+        if !self.irqchip() {
+            return;
+        }
+        let flags = self.vm.lapic_flags();
+        let (lapic, id) = (&self.lapic, self.shared.id);
+        let _ = self.vm.with_irqchip(|chip, _| {
+            let (dest, vector) = chip.ioapic.rtc_target();
+            let is_dest = lapic.matches_dest(&dest, lapic::Source::Device, &flags);
+            chip.ioapic.rtc_restore_one(id, is_dest, lapic.pending_eoi(vector));
+        });
     }
 
     /// Runs the IOAPIC's delayed EOI-storm re-delivery once it is due (C:

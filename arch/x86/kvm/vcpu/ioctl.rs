@@ -371,9 +371,14 @@ impl<B: Backend> X86Vcpu<B> {
     /// `KVM_GET_LAPIC` (kept out of the ioctl dispatcher: its buffer would
     /// otherwise sit in that frame for every ioctl).
     #[inline(never)]
-    fn get_lapic(&self, arg: usize) -> Result<isize> {
+    fn get_lapic(&mut self, arg: usize) -> Result<isize> {
         if !self.irqchip() {
             return Err(EINVAL);
+        }
+        // Interrupts already accepted for this vCPU are in the IRR it
+        // reports, and in the copy KVM_SET_IRQCHIP's RTC tracking reads.
+        if self.drain_posted_irr() {
+            self.publish_apic();
         }
         let st = self.lapic.get_state(now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
         write_arg(arg, &st)
@@ -386,7 +391,14 @@ impl<B: Backend> X86Vcpu<B> {
             return Err(EINVAL);
         }
         let st: [u8; lapic::KVM_APIC_REG_SIZE] = read_arg(arg)?;
+        // The restored IRR replaces whatever was accepted before, as in C
+        // (which also clears the posted-interrupt descriptor).
+        let _ = self.drain_posted_irr();
         self.lapic.set_state(&st, now_ns(), &self.vm.lapic_flags()).map_err(crate::kvm_main::err)?;
+        // Interrupts are routed by the restored ID, LDR, DFR and enable
+        // bits from now on (C: the APIC map is recalculated).
+        self.publish_apic();
+        self.rtc_restore();
         self.sync_timer();
         Ok(0)
     }
