@@ -13,7 +13,10 @@
  * coalesced while a vCPU that took the previous one has not EOIed it) is
  * rebuilt from the LAPICs by KVM_SET_IRQCHIP of the IOAPIC and by
  * KVM_SET_LAPIC (C: kvm_rtc_eoi_tracking_restore_all/_one()): an RTC vector
- * restored in service counts as owed, one restored cleared does not.
+ * restored in service counts as owed, one restored cleared does not. And
+ * the guest's EOI pays what is owed: the RTC interrupt after it is delivered
+ * (before kvm-rs recorded who accepted the RTC vector, no EOI ever counted,
+ * and every RTC interrupt after the first was reported coalesced and dropped).
  */
 #include <string.h>
 
@@ -80,6 +83,8 @@ static int pulse_gsi(struct kvm_vm *vm, int gsi)
 	vm_ioctl(vm, KVM_IRQ_LINE_STATUS, &irq);
 	int status = irq.status;
 
+	/* irq and status share a union: name the GSI again. */
+	irq.irq = gsi;
 	irq.level = 0;
 	vm_ioctl(vm, KVM_IRQ_LINE_STATUS, &irq);
 	return status;
@@ -172,6 +177,67 @@ TEST(rtc_eoi_tracking_restored)
 	/* The IOAPIC restored while the vector is requested: still owed. */
 	redirect_pin(vm, RTC_GSI, false, NEW_ID, RTC_VECTOR);
 	ASSERT_EQ(pulse_gsi(vm, RTC_GSI), 0);
+
+	kvm_vm_free(vm);
+}
+
+static volatile uint64_t rtc_irqs;
+
+static void rtc_isr(struct ex_regs *regs)
+{
+	rtc_irqs++;
+	xapic_write_reg(APIC_EOI, 0);
+}
+
+static void guest_rtc(void)
+{
+	uint64_t seen = 0;
+
+	xapic_enable();
+	GUEST_SYNC(0);
+	for (;;) {
+		asm volatile("sti; hlt; cli" ::: "memory");
+		if (rtc_irqs != seen) {
+			seen = rtc_irqs;
+			GUEST_SYNC(seen);
+		}
+	}
+}
+
+static void run_to_sync(struct kvm_vcpu *vcpu, uint64_t want)
+{
+	struct ucall uc;
+
+	vcpu_run(vcpu);
+	TEST_ASSERT_KVM_EXIT_REASON(vcpu, KVM_EXIT_IO);
+	TEST_ASSERT(get_ucall(vcpu, &uc) == UCALL_SYNC, "guest: ucall %lu", uc.cmd);
+	TEST_ASSERT(uc.args[1] == want, "guest saw %lu RTC interrupts, want %lu", uc.args[1], want);
+}
+
+TEST(rtc_eoi_pays)
+{
+	struct kvm_irqchip pic = { .chip_id = KVM_IRQCHIP_PIC_SLAVE };
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+
+	vm = vm_create_with_one_vcpu(&vcpu, guest_rtc);
+	virt_pg_map(vm, APIC_DEFAULT_GPA, APIC_DEFAULT_GPA);
+	vm_install_exception_handler(vm, RTC_VECTOR, rtc_isr);
+	vm_ioctl(vm, KVM_GET_IRQCHIP, &pic);
+	pic.chip.pic.imr = 0xff;
+	vm_ioctl(vm, KVM_SET_IRQCHIP, &pic);
+	redirect_pin(vm, RTC_GSI, false, 0, RTC_VECTOR);
+
+	run_to_sync(vcpu, 0);
+	ASSERT_EQ(pulse_gsi(vm, RTC_GSI), 1);
+	run_to_sync(vcpu, 1);
+	/* EOIed: delivered again, not reported coalesced. */
+	ASSERT_EQ(pulse_gsi(vm, RTC_GSI), 1);
+	run_to_sync(vcpu, 2);
+	ASSERT_EQ(pulse_gsi(vm, RTC_GSI), 1);
+	/* Not EOIed yet (the guest has not run): coalesced. */
+	ASSERT_EQ(pulse_gsi(vm, RTC_GSI), 0);
+	run_to_sync(vcpu, 3);
 
 	kvm_vm_free(vm);
 }
