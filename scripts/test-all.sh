@@ -52,7 +52,8 @@ PROJECT_TESTS="kvm-rs/kvm_rs_dev_test kvm-rs/kvm_rs_vcpu_test kvm-rs/kvm_rs_demo
   kvm-rs/kvm_rs_msr_test kvm-rs/kvm_rs_leak_test kvm-rs/kvm_rs_memcg_test
   kvm-rs/kvm_rs_coalesced_test kvm-rs/kvm_rs_pci_hole_test kvm-rs/kvm_rs_tpr_test
   kvm-rs/kvm_rs_stats_test kvm-rs/kvm_rs_ioapic_test kvm-rs/kvm_rs_walk_test kvm-rs/kvm_rs_mce_test
-  kvm-rs/kvm_rs_lapic_state_test"
+  kvm-rs/kvm_rs_lapic_state_test
+  kvm-rs/kvm_rs_feat_ctl_test"
 RS_UPSTREAM="kvm_create_max_vcpus guest_print_test x86_64/cpuid_test set_memory_region_test
   hardware_disable_test x86_64/max_vcpuid_cap_test x86_64/get_msr_index_features
   x86_64/hwcr_msr_test x86_64/set_sregs_test x86_64/userspace_io_test x86_64/cr4_cpuid_sync_test
@@ -92,7 +93,8 @@ BOCHS_TESTS="kvm-rs/kvm_rs_vcpu_test kvm-rs/kvm_rs_demo kvm-rs/kvm_rs_errno_test
   x86_64/hwcr_msr_test x86_64/get_msr_index_features x86_64/vmx_msrs_test
   kvm-rs/kvm_rs_mce_test kvm-rs/kvm_rs_walk_test kvm-rs/kvm_rs_dev_test kvm-rs/kvm_rs_coalesced_test
   $BOCHS_TIERS x86_64/cr4_cpuid_sync_test x86_64/xcr0_cpuid_test dirty_log_test kvm-rs/kvm_rs_hlt_test
-  kvm-rs/kvm_rs_lapic_state_test"
+  kvm-rs/kvm_rs_lapic_state_test
+  kvm-rs/kvm_rs_feat_ctl_test"
 run_suite "vm: kvm-rs (Bochs, VMX)" bash scripts/vmtest.sh EMU=bochs KVM=rs STALL=240 TESTS="$BOCHS_TESTS"
 # VMXON failing on purpose (bad region, #GP on every CPU, #GP on the last CPU
 # after the others entered VMX operation): refused cleanly, then kvm-intel and
@@ -105,7 +107,7 @@ run_suite "vm: kvm-rs crash/kexec (Bochs)" bash scripts/crash-test.sh STALL=300
 run_suite "vm: C KVM (Bochs, VMX)" bash scripts/vmtest.sh EMU=bochs KVM=c STALL=240 \
   TESTS="kvm-rs/kvm_rs_demo kvm-rs/kvm_rs_msr_test kvm-rs/kvm_rs_tpr_test kvm-rs/kvm_rs_mmio_test
   kvm-rs/kvm_rs_shutdown_test kvm-rs/kvm_rs_mce_test guest_print_test x86_64/cpuid_test x86_64/vmx_msrs_test
-  $BOCHS_TIERS"
+  kvm-rs/kvm_rs_feat_ctl_test $BOCHS_TIERS"
 
 # 6. The benchmarks' smoke run (make bench-smoke): every figure produced for both
 #    modules with a few iterations; checks that it works, times nothing.

@@ -355,6 +355,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn mce_cap(&self) -> u64 {
         super::mce::MCG_CTL_P | super::mce::MCG_SER_P
     }
+    /// Whether guests have `IA32_FEATURE_CONTROL` (C: kvm-intel emulates it
+    /// for every guest, kvm-amd has no such MSR): the common code then keeps
+    /// it (`msrs::feat_ctl_write_ok()`) and lists it in
+    /// `KVM_GET_MSR_INDEX_LIST`.
+    fn feature_control(&self) -> bool {
+        false
+    }
     /// The entry without write permission (NPT and EPT both keep it in bit 1).
     fn tdp_wrprot(&self, pte: u64) -> u64 {
         pte & !2

@@ -345,6 +345,10 @@ pub(crate) mod feature {
     pub(crate) const FSGSBASE: Feature = Feature(7, 0, 1, 0);
     /// TSC_ADJUST MSR.
     pub(crate) const TSC_ADJUST: Feature = Feature(7, 0, 1, 1);
+    /// SGX.
+    pub(crate) const SGX: Feature = Feature(7, 0, 1, 2);
+    /// SGX launch control.
+    pub(crate) const SGX_LC: Feature = Feature(7, 0, 2, 30);
     /// SMEP.
     pub(crate) const SMEP: Feature = Feature(7, 0, 1, 7);
     /// INVPCID.

@@ -18,6 +18,9 @@ pub(crate) const KVM_MAX_MCE_BANKS: usize = 32;
 pub(crate) const MCG_CTL_P: u64 = 1 << 8;
 /// `MCG_CAP.MCG_CMCI_P`: corrected machine-check interrupts (Intel).
 pub(crate) const MCG_CMCI_P: u64 = 1 << 10;
+/// `MCG_CAP.MCG_LMCE_P`: local machine checks (`IA32_FEATURE_CONTROL.LMCE`
+/// and `IA32_MCG_EXT_CTL`); no backend offers it yet.
+pub(crate) const MCG_LMCE_P: u64 = 1 << 27;
 /// `MCG_CAP.MCG_SER_P`: software error recovery.
 pub(crate) const MCG_SER_P: u64 = 1 << 24;
 /// `MCG_STATUS.MCIP`: a machine check is in progress.
@@ -157,6 +160,12 @@ impl Mce {
 
     fn bank_count(&self) -> u32 {
         (self.mcg_cap & 0xff) as u32
+    }
+
+    /// Whether local machine checks are offered to the guest (C:
+    /// `vmx_setup_mce()` then lets it set `IA32_FEATURE_CONTROL.LMCE`).
+    pub(crate) fn lmce(&self) -> bool {
+        self.mcg_cap & MCG_LMCE_P != 0
     }
 
     /// Whether CMCI is offered to the guest (the LAPIC then has LVT CMCI).

@@ -10,6 +10,10 @@
 pub(crate) const MSR_IA32_TSC: u32 = 0x10;
 /// `MSR_IA32_APICBASE`.
 pub(crate) const MSR_IA32_APICBASE: u32 = 0x1b;
+/// `MSR_IA32_FEAT_CTL` (`IA32_FEATURE_CONTROL`): emulated only by backends
+/// that say so (`Backend::feature_control()`: VMX, as the C kvm-intel; the C
+/// kvm-amd has no such MSR).
+pub(crate) const MSR_IA32_FEAT_CTL: u32 = 0x3a;
 /// `MSR_IA32_TSC_ADJUST`.
 pub(crate) const MSR_IA32_TSC_ADJUST: u32 = 0x3b;
 /// `MSR_IA32_UCODE_REV`.
@@ -189,6 +193,76 @@ pub(crate) fn pat_valid(pat: u64) -> bool {
     (0..8).all(|i| matches!((pat >> (i * 8)) & 0xff, 0 | 1 | 4..=7))
 }
 
+/// `IA32_FEATURE_CONTROL` bits (SDM vol. 4, table 2-2; vol. 3C, 24.7).
+pub(crate) mod feat_ctl {
+    /// Lock: the guest can no longer write the MSR (until reset).
+    pub(crate) const LOCKED: u64 = 1 << 0;
+    /// VMXON allowed inside SMX operation.
+    pub(crate) const VMX_INSIDE_SMX: u64 = 1 << 1;
+    /// VMXON allowed outside SMX operation.
+    pub(crate) const VMX_OUTSIDE_SMX: u64 = 1 << 2;
+    /// SGX launch control (the launch-enclave key hash MSRs are writable).
+    pub(crate) const SGX_LC: u64 = 1 << 17;
+    /// SGX enabled.
+    pub(crate) const SGX: u64 = 1 << 18;
+    /// Local machine-check exceptions enabled.
+    pub(crate) const LMCE: u64 = 1 << 20;
+    /// Every bit KVM knows (C: `KVM_SUPPORTED_FEATURE_CONTROL`): what user
+    /// space may set whatever the guest's CPUID says ("VMX inside SMX"
+    /// included, although SMX is never emulated: the C KVM keeps it for
+    /// compatibility with existing user space).
+    pub(crate) const SUPPORTED: u64 = LOCKED | VMX_INSIDE_SMX | VMX_OUTSIDE_SMX | SGX_LC | SGX | LMCE;
+}
+
+/// What decides which `IA32_FEATURE_CONTROL` bits the guest may write (C:
+/// `msr_ia32_feature_control_valid_bits`, kept up to date by
+/// `vmx_vcpu_after_set_cpuid()` and `vmx_setup_mce()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FeatCtlCaps {
+    /// The guest has VMX and KVM offers it (nested VMX: C's governed
+    /// feature, the guest's CPUID bit and KVM's both).
+    pub(crate) vmx: bool,
+    /// The guest's CPUID has SGX (as set by user space: the C KVM checks
+    /// the guest's CPUID alone here, not what KVM supports).
+    pub(crate) sgx: bool,
+    /// The guest's CPUID has SGX_LC (likewise).
+    pub(crate) sgx_lc: bool,
+    /// The guest's `MCG_CAP` has `MCG_LMCE_P`.
+    pub(crate) lmce: bool,
+}
+
+impl FeatCtlCaps {
+    /// The bits a guest WRMSR may set: the lock always, the others as the
+    /// guest's features allow.
+    pub(crate) fn guest_valid(self) -> u64 {
+        let mut v = feat_ctl::LOCKED;
+        if self.vmx {
+            v |= feat_ctl::VMX_INSIDE_SMX | feat_ctl::VMX_OUTSIDE_SMX;
+        }
+        if self.sgx {
+            v |= feat_ctl::SGX;
+        }
+        if self.sgx_lc {
+            v |= feat_ctl::SGX_LC;
+        }
+        if self.lmce {
+            v |= feat_ctl::LMCE;
+        }
+        v
+    }
+}
+
+/// Whether writing `new` to `IA32_FEATURE_CONTROL`, which holds `cur`, is
+/// allowed (C: `is_vmx_feature_control_msr_valid()`). User space may write
+/// any known bit, locked or not; the guest only while the lock is clear, and
+/// only bits its features allow. A refused guest write is #GP.
+pub(crate) fn feat_ctl_write_ok(cur: u64, new: u64, host: bool, caps: FeatCtlCaps) -> bool {
+    if host {
+        return new & !feat_ctl::SUPPORTED == 0;
+    }
+    cur & feat_ctl::LOCKED == 0 && new & !caps.guest_valid() == 0
+}
+
 /// `struct kvm_msr_entry` size.
 pub(crate) const MSR_ENTRY_SIZE: usize = 16;
 /// `MAX_IO_MSRS`: most entries one `KVM_GET_MSRS`/`KVM_SET_MSRS` takes.
@@ -239,6 +313,64 @@ mod tests {
         assert!(pat_valid(0x0007_0406_0007_0406));
         assert!(!pat_valid(0x0007_0406_0007_0402));
         assert!(!pat_valid(0x08));
+    }
+
+    #[test]
+    fn feat_ctl_host_writes() {
+        let none = FeatCtlCaps::default();
+        // Every known bit, alone and together, locked or not: the guest's
+        // features do not matter to user space.
+        for cur in [0, feat_ctl::LOCKED, feat_ctl::SUPPORTED] {
+            for bit in 0..64 {
+                let v = 1u64 << bit;
+                assert_eq!(feat_ctl_write_ok(cur, v, true, none), feat_ctl::SUPPORTED & v != 0, "bit {bit}");
+            }
+            assert!(feat_ctl_write_ok(cur, feat_ctl::SUPPORTED, true, none));
+            assert!(feat_ctl_write_ok(cur, 0, true, none));
+        }
+        assert_eq!(feat_ctl::SUPPORTED, 0x16_0007);
+    }
+
+    #[test]
+    fn feat_ctl_guest_writes() {
+        let none = FeatCtlCaps::default();
+        // Without features the guest can only lock the MSR (and write 0).
+        assert!(feat_ctl_write_ok(0, 0, false, none));
+        assert!(feat_ctl_write_ok(0, feat_ctl::LOCKED, false, none));
+        for bit in [
+            feat_ctl::VMX_INSIDE_SMX,
+            feat_ctl::VMX_OUTSIDE_SMX,
+            feat_ctl::SGX_LC,
+            feat_ctl::SGX,
+            feat_ctl::LMCE,
+            1 << 3,
+            1 << 63,
+        ] {
+            assert!(!feat_ctl_write_ok(0, bit, false, none), "{bit:#x}");
+            assert!(!feat_ctl_write_ok(0, bit | feat_ctl::LOCKED, false, none), "{bit:#x}");
+        }
+        // Each feature opens its own bits, nothing else.
+        let cases = [
+            (FeatCtlCaps { vmx: true, ..none }, feat_ctl::VMX_INSIDE_SMX | feat_ctl::VMX_OUTSIDE_SMX),
+            (FeatCtlCaps { sgx: true, ..none }, feat_ctl::SGX),
+            (FeatCtlCaps { sgx_lc: true, ..none }, feat_ctl::SGX_LC),
+            (FeatCtlCaps { lmce: true, ..none }, feat_ctl::LMCE),
+        ];
+        for (caps, bits) in cases {
+            assert_eq!(caps.guest_valid(), feat_ctl::LOCKED | bits);
+            for bit in 0..64 {
+                let v = 1u64 << bit;
+                let ok = (feat_ctl::LOCKED | bits) & v != 0;
+                assert_eq!(feat_ctl_write_ok(0, v, false, caps), ok, "{caps:?} bit {bit}");
+            }
+        }
+        let all = FeatCtlCaps { vmx: true, sgx: true, sgx_lc: true, lmce: true };
+        assert_eq!(all.guest_valid(), feat_ctl::SUPPORTED);
+        // Locked: every guest write faults, even of the same value.
+        for v in [0, feat_ctl::LOCKED, feat_ctl::SUPPORTED] {
+            assert!(!feat_ctl_write_ok(feat_ctl::LOCKED, v, false, all));
+        }
+        assert!(!feat_ctl_write_ok(feat_ctl::LOCKED | feat_ctl::VMX_OUTSIDE_SMX, 0, false, all));
     }
 
     #[test]

@@ -296,8 +296,12 @@ impl<B: Backend> Arch for X86<B> {
     fn dev_ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             uapi::KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(&self.supported, arg),
-            ioc::KVM_GET_MSR_INDEX_LIST => copy_index_list(arg, msrs::MSRS_TO_SAVE),
-            ioc::KVM_GET_MSR_FEATURE_INDEX_LIST => copy_index_list(arg, msrs::FEATURE_MSRS),
+            ioc::KVM_GET_MSR_INDEX_LIST => {
+                // Plus what the backend emulates (C probes its list with RDMSR).
+                let feat_ctl: &[u32] = if self.backend.feature_control() { &[msrs::MSR_IA32_FEAT_CTL] } else { &[] };
+                copy_index_list(arg, &[msrs::MSRS_TO_SAVE, feat_ctl])
+            }
+            ioc::KVM_GET_MSR_FEATURE_INDEX_LIST => copy_index_list(arg, &[msrs::FEATURE_MSRS]),
             ioc::KVM_GET_MSRS => get_feature_msrs(arg),
             ioc::KVM_X86_GET_MCE_CAP_SUPPORTED => {
                 UserSlice::new(arg, 8).writer().write_slice(&self.backend.mce_cap().to_ne_bytes())?;
@@ -378,18 +382,19 @@ fn get_supported_cpuid(supported: &[CpuidEntry], arg: usize) -> Result<isize> {
 }
 
 /// `KVM_GET_MSR_INDEX_LIST`/`KVM_GET_MSR_FEATURE_INDEX_LIST`: writes the
-/// count, and the list if the caller's `nmsrs` is large enough (else `E2BIG`
-/// with the count written, as the C KVM does).
-fn copy_index_list(arg: usize, list: &[u32]) -> Result<isize> {
+/// count, and the lists one after the other if the caller's `nmsrs` is large
+/// enough (else `E2BIG` with the count written, as the C KVM does).
+fn copy_index_list(arg: usize, lists: &[&[u32]]) -> Result<isize> {
     let mut hdr = [0u8; 4];
     UserSlice::new(arg, 4).reader().read_slice(&mut hdr)?;
     let n = u32::from_ne_bytes(hdr) as usize;
-    UserSlice::new(arg, 4).writer().write_slice(&(list.len() as u32).to_ne_bytes())?;
-    if n < list.len() {
+    let len: usize = lists.iter().map(|l| l.len()).sum();
+    UserSlice::new(arg, 4).writer().write_slice(&(len as u32).to_ne_bytes())?;
+    if n < len {
         return Err(E2BIG);
     }
-    let mut w = UserSlice::new(arg + 4, list.len() * 4).writer();
-    for m in list {
+    let mut w = UserSlice::new(arg + 4, len * 4).writer();
+    for m in lists.iter().flat_map(|l| l.iter()) {
         w.write_slice(&m.to_ne_bytes())?;
     }
     Ok(0)

@@ -42,6 +42,19 @@ impl<B: Backend> X86Vcpu<B> {
         }
     }
 
+    /// What lets the guest set `IA32_FEATURE_CONTROL` bits: VMX only when
+    /// KVM offers it too (nested VMX, which kvm-rs does not have yet), SGX
+    /// from the guest's CPUID, LMCE from its `MCG_CAP` (C:
+    /// `vmx_vcpu_after_set_cpuid()`, `vmx_setup_mce()`).
+    fn feat_ctl_caps(&self) -> FeatCtlCaps {
+        FeatCtlCaps {
+            vmx: self.has(feature::VMX) && cpuid::has(&self.vm.supported, feature::VMX),
+            sgx: self.has(feature::SGX),
+            sgx_lc: self.has(feature::SGX_LC),
+            lmce: self.mce.lmce(),
+        }
+    }
+
     /// `kvm_get_msr_common()` and the backend's: `Err(())` is #GP for a
     /// guest, a failed entry for `KVM_GET_MSRS`.
     pub(super) fn get_msr(&self, index: u32, host: bool) -> core::result::Result<u64, MsrErr> {
@@ -65,6 +78,7 @@ impl<B: Backend> X86Vcpu<B> {
                 self.platform_info
             }
             MSR_MISC_FEATURES_ENABLES => self.misc_features_enables,
+            MSR_IA32_FEAT_CTL if self.vm.backend.feature_control() => self.feat_ctl,
             MSR_IA32_UCODE_REV => self.microcode,
             MSR_K7_HWCR => self.hwcr,
             MSR_IA32_TSC_DEADLINE if self.irqchip() && (host || self.has(feature::TSC_DEADLINE)) => {
@@ -174,6 +188,14 @@ impl<B: Backend> X86Vcpu<B> {
                     return Err(());
                 }
                 self.misc_features_enables = value;
+            }
+            MSR_IA32_FEAT_CTL if self.vm.backend.feature_control() => {
+                if !msrs::feat_ctl_write_ok(self.feat_ctl, value, host, self.feat_ctl_caps()) {
+                    return Err(());
+                }
+                // (C leaves nested VMX here when user space writes 0; there
+                // is no nested state to leave.)
+                self.feat_ctl = value;
             }
             MSR_IA32_UCODE_REV => {
                 // The guest writes 0 to ask for the revision; only user space sets it.

@@ -158,6 +158,9 @@ pub(crate) struct X86Vcpu<B: Backend> {
     misc_enable: u64,
     power_ctl: u64,
     misc_features_enables: u64,
+    /// `IA32_FEATURE_CONTROL`, when the backend offers it: 0 at creation,
+    /// kept across INIT and RESET (C: `msr_ia32_feature_control`).
+    feat_ctl: u64,
     hwcr: u64,
     microcode: u64,
     /// Emulated DR0-DR3.
@@ -228,6 +231,7 @@ impl<B: Backend> X86Vcpu<B> {
             misc_enable: MISC_ENABLE_RESET,
             power_ctl: 0,
             misc_features_enables: 0,
+            feat_ctl: 0,
             hwcr: 0,
             microcode: u64::from(x86::microcode_rev()) << 32,
             db: [0; 4],

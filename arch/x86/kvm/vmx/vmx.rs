@@ -901,10 +901,16 @@ impl Backend for Vmx {
     }
 
     /// Intel adds CMCI (C: `vmx_hardware_setup()`; not LMCE, which needs
-    /// `IA32_MCG_EXT_CTL` and the LMCE bit of `IA32_FEATURE_CONTROL`, neither
-    /// of which kvm-rs emulates).
+    /// `IA32_MCG_EXT_CTL` and local machine-check delivery, which kvm-rs
+    /// does not emulate; so the guest never gets `IA32_FEATURE_CONTROL.LMCE`).
     fn mce_cap(&self) -> u64 {
         super::mce::MCG_CTL_P | super::mce::MCG_SER_P | super::mce::MCG_CMCI_P
+    }
+
+    /// Emulated for every guest, nested VMX or not (C: `vmx_get_msr()`,
+    /// `vmx_set_msr()`).
+    fn feature_control(&self) -> bool {
+        true
     }
 }
 
