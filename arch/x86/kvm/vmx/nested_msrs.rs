@@ -534,6 +534,102 @@ mod tests {
         }
     }
 
+    /// Bochs 2.7 `corei7_skylake_x`, the CPU the VMX backend is tested on:
+    /// its capability MSRs as read through `/dev/cpu/0/msr` in the Bochs
+    /// test VM (2026-11-26), and what the C `kvm-intel` of the same kernel
+    /// (nested=1, its defaults) answered for the same MSRs through
+    /// `/dev/kvm`'s `KVM_GET_MSRS`: its own nested model on that hardware.
+    fn bochs_hw() -> HwVmxMsrs {
+        HwVmxMsrs {
+            basic: 0x00d8_1000_0000_002b,
+            pin: 0x0000_007f_0000_0016,
+            proc: 0xf7f9_fffe_0400_6172,
+            proc2: 0x0217_7fff_0000_0000,
+            exit: 0x007f_ffff_0003_6dfb,
+            entry: 0x0000_ffff_0000_11fb,
+            misc: 0x0000_0000_6004_01e0,
+            cr0_fixed1: 0xffff_ffff,
+            cr4_fixed1: 0x0037_27ff,
+        }
+    }
+
+    /// See [`bochs_hw`]: (MSR, the C kvm-intel's value).
+    const BOCHS_C_NESTED: [(u32, u64); 18] = [
+        (0x480, 0x00d8_1000_11e5_7ed0),
+        (0x481, 0x0000_007f_0000_0016),
+        (0x482, 0xf7f9_fffe_0401_e172),
+        (0x483, 0x007f_ffff_0003_6dff),
+        (0x484, 0x0000_f3ff_0000_11ff),
+        (0x485, 0x0000_0000_2000_0165),
+        (0x486, 0x0000_0000_8000_0021),
+        (0x487, 0x0000_0000_ffff_ffff),
+        (0x488, 0x0000_0000_0000_2000),
+        (0x489, 0x0000_0000_0037_2fff),
+        (0x48a, 0x0000_0000_0000_0032),
+        (0x48b, 0x0213_7bff_0000_0000),
+        (0x48c, 0x0000_0f01_0633_4041),
+        (0x48d, 0x0000_007f_0000_0016),
+        (0x48e, 0xf7f9_fffe_0400_6172),
+        (0x48f, 0x007f_ffff_0003_6dfb),
+        (0x490, 0x0000_f3ff_0000_11fb),
+        (0x491, 0x0000_0000_0000_0001),
+    ];
+
+    #[test]
+    fn against_the_c_kvm_on_bochs() {
+        let c = |i: u32| BOCHS_C_NESTED.iter().find(|e| e.0 == i).unwrap().1;
+        let m = NestedVmxMsrs::setup(&bochs_hw(), &fields());
+        // BASIC: the C KVM's but for the revision identifier.
+        assert_eq!(m.basic & !basic::REVISION_MASK, c(0x480) & !basic::REVISION_MASK);
+        // Controls: nothing the C KVM would not offer on the same hardware,
+        // the same must-be-1 bits, and of its allowed-1 bits exactly those
+        // in kvm-rs's set.
+        let ctls = [
+            (msr::IA32_VMX_TRUE_PINBASED_CTLS, offered::PIN | default1::PIN),
+            (msr::IA32_VMX_TRUE_PROCBASED_CTLS, offered::PROC | default1::PROC),
+            (msr::IA32_VMX_TRUE_EXIT_CTLS, offered::EXIT | default1::EXIT),
+            (msr::IA32_VMX_TRUE_ENTRY_CTLS, offered::ENTRY | default1::ENTRY),
+            (msr::IA32_VMX_PROCBASED_CTLS2, offered::PROC2),
+            (msr::IA32_VMX_PINBASED_CTLS, offered::PIN | default1::PIN),
+            (msr::IA32_VMX_PROCBASED_CTLS, offered::PROC | default1::PROC),
+            (msr::IA32_VMX_EXIT_CTLS, offered::EXIT | default1::EXIT),
+            (msr::IA32_VMX_ENTRY_CTLS, offered::ENTRY | default1::ENTRY),
+        ];
+        for (index, set) in ctls {
+            let (ours, theirs) = (Ctl::from_msr(m.get(index).unwrap()), Ctl::from_msr(c(index)));
+            assert_eq!(ours.must1, theirs.must1, "{index:#x}");
+            assert_eq!(ours.may1, theirs.may1 & set, "{index:#x}");
+        }
+        // What the C KVM offers there and kvm-rs does not (yet).
+        let missing = |i: u32| Ctl::from_msr(c(i)).may1 & !Ctl::from_msr(m.get(i).unwrap()).may1;
+        assert_eq!(missing(msr::IA32_VMX_TRUE_PINBASED_CTLS), pin::PREEMPTION_TIMER);
+        // (This Bochs has no monitor trap flag.)
+        assert_eq!(missing(msr::IA32_VMX_TRUE_PROCBASED_CTLS), proc::TPR_SHADOW | proc::PAUSE_EXITING);
+        assert_ne!(missing(msr::IA32_VMX_PROCBASED_CTLS2) & proc2::ENABLE_EPT, 0);
+        assert_ne!(missing(msr::IA32_VMX_TRUE_EXIT_CTLS) & exit_ctl::ACK_INTR_ON_EXIT, 0);
+        // MISC: of the C KVM's, "save EFER.LMA" only (it adds a preemption
+        // timer rate, HLT and wait-for-SIPI activity states, VMWRITE to any
+        // field).
+        assert_eq!(m.misc, c(0x485) & misc::SAVE_EFER_LMA);
+        assert_ne!(m.misc, 0);
+        for i in [msr::IA32_VMX_CR0_FIXED0, msr::IA32_VMX_CR0_FIXED1, msr::IA32_VMX_CR4_FIXED0] {
+            assert_eq!(m.get(i), Some(c(i)), "{i:#x}");
+        }
+        // CR4_FIXED1 before the guest's CPUID is known: the hardware's; the
+        // C KVM adds UMIP, which it emulates. Both follow the CPUID after.
+        assert_eq!(m.cr4_fixed1 | (1 << 11), c(0x489));
+        // No EPT/VPID, no VM functions; VMCS_ENUM from kvm-rs's fields.
+        assert_eq!((m.ept_vpid_cap, m.vmfunc), (0, 0));
+        assert_ne!(c(0x48c), 0);
+        // VMCS_ENUM: the highest field index of the fields vmcs.rs names
+        // (standing in for VMCS12's until it exists), 0x17; the C KVM's
+        // VMCS12 reaches 0x19.
+        assert_eq!(c(0x48a), 0x19 << 1);
+        assert_eq!(m.vmcs_enum, 0x17 << 1);
+        // The vmx_msrs_test sequences over the model built from Bochs.
+        vmx_msrs_test_sequences(&m);
+    }
+
     fn fields() -> Vec<u32> {
         vmcs::ALL_FIELDS.iter().map(|&(_, e)| e).collect()
     }
@@ -738,7 +834,11 @@ mod tests {
 
     #[test]
     fn vmx_msrs_test_sequence_is_accepted() {
-        let limits = model();
+        vmx_msrs_test_sequences(&model());
+    }
+
+    fn vmx_msrs_test_sequences(model: &NestedVmxMsrs) {
+        let limits = *model;
         let mut v = limits;
         // vmx_save_restore_msrs_test(), in its order.
         assert_eq!(v.set(&limits, IA32_VMX_VMCS_ENUM, 0, true, true, false), Ok(()));
