@@ -357,8 +357,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// Whether guests have `IA32_FEATURE_CONTROL` (C: kvm-intel emulates it
     /// for every guest, kvm-amd has no such MSR): the common code then keeps
-    /// it (`msrs::feat_ctl_write_ok()`) and lists it in
-    /// `KVM_GET_MSR_INDEX_LIST`.
+    /// it (`msrs::feat_ctl_write_ok()`). It is in `KVM_GET_MSR_INDEX_LIST`
+    /// when the host can read it, whatever the backend (as in C).
     fn feature_control(&self) -> bool {
         false
     }

@@ -249,6 +249,12 @@ pub(crate) struct X86<B: Backend> {
     ones_page: Arc<HwBox<[u8; 4096]>>,
     /// `KVM_GET_SUPPORTED_CPUID`, computed once.
     supported: KVec<CpuidEntry>,
+    /// `IA32_FEATURE_CONTROL` is in `KVM_GET_MSR_INDEX_LIST`: the host's
+    /// RDMSR of it works (C probes `msrs_to_save_base[]` so). Emulated only
+    /// with [`Backend::feature_control`]; otherwise user space may still
+    /// read it as 0 and write 0 (C: `kvm_do_msr_access()`), as under QEMU's
+    /// emulated AMD CPU, whose RDMSR of it works.
+    feat_ctl_listed: bool,
 }
 
 impl<B: Backend> X86<B> {
@@ -259,7 +265,13 @@ impl<B: Backend> X86<B> {
         supported.extend_from_slice(&all[..n], GFP_KERNEL)?;
         let mut ones = HwBox::<[u8; 4096]>::new_zeroed(GFP_KERNEL)?;
         ones.fill(0xff);
-        Ok(Self { backend: Arc::new(backend, GFP_KERNEL)?, ones_page: Arc::new(ones, GFP_KERNEL)?, supported })
+        let feat_ctl_listed = x86::rdmsr_safe(msrs::MSR_IA32_FEAT_CTL).is_ok();
+        Ok(Self {
+            backend: Arc::new(backend, GFP_KERNEL)?,
+            ones_page: Arc::new(ones, GFP_KERNEL)?,
+            supported,
+            feat_ctl_listed,
+        })
     }
 }
 
@@ -297,8 +309,7 @@ impl<B: Backend> Arch for X86<B> {
         match cmd {
             uapi::KVM_GET_SUPPORTED_CPUID => get_supported_cpuid(&self.supported, arg),
             ioc::KVM_GET_MSR_INDEX_LIST => {
-                // Plus what the backend emulates (C probes its list with RDMSR).
-                let feat_ctl: &[u32] = if self.backend.feature_control() { &[msrs::MSR_IA32_FEAT_CTL] } else { &[] };
+                let feat_ctl: &[u32] = if self.feat_ctl_listed { &[msrs::MSR_IA32_FEAT_CTL] } else { &[] };
                 copy_index_list(arg, &[msrs::MSRS_TO_SAVE, feat_ctl])
             }
             ioc::KVM_GET_MSR_FEATURE_INDEX_LIST => copy_index_list(arg, &[msrs::FEATURE_MSRS]),
@@ -321,6 +332,7 @@ impl<B: Backend> Arch for X86<B> {
                 backend: self.backend.clone(),
                 ones_page: self.ones_page.clone(),
                 supported,
+                feat_ctl_listed: self.feat_ctl_listed,
                 tdp_root,
                 tdp <- new_mutex!(tdp),
                 vcpus <- new_mutex!(KVec::new()),
@@ -701,6 +713,8 @@ pub(crate) struct X86VmShared<B: Backend> {
     pub(crate) ones_page: Arc<HwBox<[u8; 4096]>>,
     /// `KVM_GET_SUPPORTED_CPUID`.
     pub(crate) supported: KVec<CpuidEntry>,
+    /// `IA32_FEATURE_CONTROL` is in `KVM_GET_MSR_INDEX_LIST` (`X86::feat_ctl_listed`).
+    pub(crate) feat_ctl_listed: bool,
     /// The root of the nested page table (never replaced).
     pub(crate) tdp_root: u64,
     /// The nested page table (C: `kvm->mmu_lock` and the TDP MMU roots).

@@ -79,6 +79,7 @@ impl<B: Backend> X86Vcpu<B> {
             }
             MSR_MISC_FEATURES_ENABLES => self.misc_features_enables,
             MSR_IA32_FEAT_CTL if self.vm.backend.feature_control() => self.feat_ctl,
+            MSR_IA32_FEAT_CTL if host && self.feat_ctl_listed_only() => 0,
             MSR_IA32_UCODE_REV => self.microcode,
             MSR_K7_HWCR => self.hwcr,
             MSR_IA32_TSC_DEADLINE if self.irqchip() && (host || self.has(feature::TSC_DEADLINE)) => {
@@ -197,6 +198,7 @@ impl<B: Backend> X86Vcpu<B> {
                 // is no nested state to leave.)
                 self.feat_ctl = value;
             }
+            MSR_IA32_FEAT_CTL if host && value == 0 && self.feat_ctl_listed_only() => {}
             MSR_IA32_UCODE_REV => {
                 // The guest writes 0 to ask for the revision; only user space sets it.
                 if host {
@@ -217,10 +219,17 @@ impl<B: Backend> X86Vcpu<B> {
         Ok(())
     }
 
+    /// `IA32_FEATURE_CONTROL` is listed for user space but not emulated:
+    /// user space may read 0 and write 0, the guest has no such MSR (C:
+    /// `kvm_do_msr_access()` for an advertised MSR KVM does not handle).
+    fn feat_ctl_listed_only(&self) -> bool {
+        self.vm.feat_ctl_listed && !self.vm.backend.feature_control()
+    }
+
     /// Whether x86 common code or the backend knows MSR `index` (for the
     /// "unknown MSR" exit reason of user-space MSR exits).
     fn msr_known(&self, index: u32) -> bool {
-        self.get_msr(index, true).is_ok()
+        !(index == MSR_IA32_FEAT_CTL && self.feat_ctl_listed_only()) && self.get_msr(index, true).is_ok()
     }
 
     /// `KVM_GET_MSRS` / `KVM_SET_MSRS` on the vCPU: processes entries until

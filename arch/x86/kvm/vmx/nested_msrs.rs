@@ -39,7 +39,9 @@ pub(crate) const LAST: u32 = IA32_VMX_VMFUNC;
 /// kvm-rs's VMCS12 revision identifier: what L1 writes at the start of its
 /// VMXON region and of each VMCS it gives to VMPTRLD. Its own number, not
 /// the C KVM's (`0x11e57ed0`), since the layout behind it will be kvm-rs's;
-/// bit 31 is clear (it would mean a shadow VMCS). "KRS1".
+/// bit 31 is clear (it would mean a shadow VMCS). "KRS1". Open: the nested
+/// state ABI carries VMCS12 in the C KVM's layout (vmx.rst, "Nested VMX:
+/// plan", step 1), which may argue for the C KVM's layout and number.
 pub(crate) const VMCS12_REVISION: u32 = 0x4b52_5331;
 /// Bytes L1 allocates for its VMXON region and a VMCS: a page, as in C.
 pub(crate) const VMCS12_SIZE: u32 = 4096;

@@ -20,7 +20,9 @@
  * say, the same rule for both modules.
  *
  * AMD: the C kvm-amd has no such MSR; the guest's RDMSR and WRMSR of it
- * raise #GP (kvm-rs's SVM backend answers the same).
+ * raise #GP. It is in KVM_GET_MSR_INDEX_LIST when the host's RDMSR of it
+ * works (under QEMU TCG, not on AMD hardware), and user space may then read
+ * 0 and write 0 only. kvm-rs's SVM backend answers the same.
  */
 #include <stdint.h>
 
@@ -98,15 +100,28 @@ static int set_feat_ctl(struct kvm_vcpu *vcpu, uint64_t v)
 	return _vcpu_set_msr(vcpu, MSR_IA32_FEAT_CTL, v);
 }
 
+/* KVM_GET_MSRS of the MSR alone: the number of entries read (0 or 1). */
+static int get_feat_ctl(struct kvm_vcpu *vcpu, uint64_t *v)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { .hdr.nmsrs = 1, .e.index = MSR_IA32_FEAT_CTL, .e.data = ~0ull };
+	int r = __vcpu_ioctl(vcpu, KVM_GET_MSRS, &m.hdr);
+
+	*v = m.e.data;
+	return r;
+}
+
 TEST(amd_has_no_feat_ctl)
 {
+	const struct kvm_msr_list *list;
 	struct kvm_vcpu *vcpu;
 	struct kvm_vm *vm;
-	struct result r;
-
-	const struct kvm_msr_list *list;
 	bool listed = false;
+	struct result r;
 	unsigned int i;
+	uint64_t v;
 
 	if (!host_cpu_is_amd)
 		SKIP(return, "AMD only");
@@ -115,15 +130,64 @@ TEST(amd_has_no_feat_ctl)
 	EXPECT_EQ(GP_VECTOR, r.wr_vector);
 	EXPECT_EQ(GP_VECTOR, r.rd_vector);
 	/*
-	 * The C KVM lists the MSR if the host's RDMSR of it works (it probes
-	 * msrs_to_save_base[]): not on AMD hardware, maybe on an emulated CPU
-	 * (kvm_rs_msr_test checks that a listed MSR reads). Informative only.
+	 * The C KVM lists the MSR when the host's RDMSR of it works (it probes
+	 * msrs_to_save_base[]): not on AMD hardware, but under QEMU TCG. Listed
+	 * but not handled, user space may read it as 0 and write 0, nothing
+	 * else (kvm_do_msr_access()); not listed, it is unknown.
 	 */
 	list = kvm_get_msr_index_list();
 	for (i = 0; i < list->nmsrs; i++)
 		listed |= list->indices[i] == MSR_IA32_FEAT_CTL;
 	TH_LOG("MSR 0x3a %s in KVM_GET_MSR_INDEX_LIST (%s)", listed ? "is" : "is not",
 	       kvm_rs_kvm_name());
+	EXPECT_EQ(listed, get_feat_ctl(vcpu, &v));
+	EXPECT_EQ(0, v);	/* read as 0, or zeroed by the failed read */
+	EXPECT_EQ(listed, set_feat_ctl(vcpu, 0));
+	EXPECT_EQ(0, set_feat_ctl(vcpu, LOCKED));
+	kvm_vm_free(vm);
+}
+
+/*
+ * With user-space MSR exits for "unknown" and "invalid" MSR accesses, a
+ * guest access that fails exits with the reason the C KVM gives: on AMD the
+ * MSR is unknown (listed for user space or not), on Intel a reserved bit is
+ * an invalid value. Answering with an error makes it #GP.
+ */
+TEST(user_space_exit_reasons)
+{
+	const uint32_t want = KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN;
+	struct kvm_vcpu *vcpu;
+	struct kvm_run *run;
+	struct kvm_vm *vm;
+	struct result r;
+	struct ucall uc;
+	uint32_t reason = host_cpu_is_amd ? KVM_MSR_EXIT_REASON_UNKNOWN : KVM_MSR_EXIT_REASON_INVAL;
+	uint64_t value = host_cpu_is_amd ? LOCKED : 1ull << 3;
+
+	vm = vm_create_with_one_vcpu(&vcpu, guest_code);
+	vm_enable_cap(vm, KVM_CAP_X86_USER_SPACE_MSR, want);
+	run = vcpu->run;
+	guest_value = value;
+	sync_global_to_guest(vm, guest_value);
+	vcpu_run(vcpu);
+	ASSERT_EQ(KVM_EXIT_X86_WRMSR, run->exit_reason);
+	EXPECT_EQ(MSR_IA32_FEAT_CTL, run->msr.index);
+	EXPECT_EQ(reason, run->msr.reason);
+	EXPECT_EQ(value, run->msr.data);
+	run->msr.error = 1;
+	vcpu_run(vcpu);
+	if (host_cpu_is_amd) {
+		ASSERT_EQ(KVM_EXIT_X86_RDMSR, run->exit_reason);
+		EXPECT_EQ(MSR_IA32_FEAT_CTL, run->msr.index);
+		EXPECT_EQ(reason, run->msr.reason);
+		run->msr.error = 1;
+		vcpu_run(vcpu);
+	}
+	ASSERT_EQ(UCALL_SYNC, get_ucall(vcpu, &uc));
+	r = (struct result){ uc.args[2], uc.args[3], uc.args[4] };
+	EXPECT_EQ(GP_VECTOR, r.wr_vector);
+	EXPECT_EQ(host_cpu_is_amd ? GP_VECTOR : 0, r.rd_vector);
+	EXPECT_EQ(0, r.value);
 	kvm_vm_free(vm);
 }
 
