@@ -36,6 +36,21 @@ use kernel::{
 /// The fixed minor of `/dev/kvm` (`KVM_MINOR` in `include/linux/miscdevice.h`).
 const KVM_MINOR: u32 = 232;
 
+// The C KVM's `halt_poll_ns` (kvm_main.c): how long at most a halted vCPU
+// polls for its wake-up before it sleeps (`halt_poll.rs`). Read-only here
+// (C: 0644, changeable at run time); a negative value is refused at load.
+kernel::module_param!(
+    HALT_POLL_NS: i32 = crate::halt_poll::HALT_POLL_NS_DEFAULT as i32,
+    "halt_poll_ns",
+    "Maximum halt polling time in ns (0: no polling)"
+);
+
+/// The `halt_poll_ns` parameter: the limit of a halted vCPU's polling window
+/// in ns, or `None` if it is negative.
+pub(crate) fn halt_poll_ns() -> Option<u32> {
+    u32::try_from(HALT_POLL_NS.get()).ok()
+}
+
 // The core's copies of the uapi numbers agree with the kernel's own headers.
 const _: () = {
     use core::mem::{offset_of, size_of};

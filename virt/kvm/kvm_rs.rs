@@ -14,6 +14,7 @@ use kernel::prelude::*;
 mod binary_stats;
 mod coalesced_mmio;
 mod dev_ioctl;
+mod halt_poll;
 mod kvm_main;
 mod memslots;
 mod metrics;
@@ -54,6 +55,10 @@ impl kernel::Module for KvmModule {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         if FORCE_EMULATION_PREFIX.get() != 0 {
             pr_err!("force_emulation_prefix=1 is not supported\n");
+            return Err(EINVAL);
+        }
+        if kvm_main::halt_poll_ns().is_none() {
+            pr_err!("halt_poll_ns must not be negative\n");
             return Err(EINVAL);
         }
         let (arch, vendor) = x86::probe()?;

@@ -12,7 +12,8 @@ use crate::stats::VcpuStat;
 use crate::uapi::{exit, run};
 use crate::x86::backend::{vector, Backend, Event, VendorVcpu};
 use core::sync::atomic::Ordering;
-use kernel::{prelude::*, waitqueue::WaitResult};
+use crate::kvm_main::halt_poll_ns;
+use kernel::{prelude::*, smp::IrqDisabled, waitqueue::WaitResult};
 
 impl<B: Backend> X86Vcpu<B> {
     pub(super) fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
@@ -100,37 +101,95 @@ impl<B: Backend> X86Vcpu<B> {
         if_set && (self.lapic.highest_pending().is_some() || self.user_irq.is_some() || extint)
     }
 
-    /// Sleeps while halted; `Err(EINTR)` on a signal (C: `kvm_vcpu_block()`).
+    /// Waits while halted or waiting for INIT/SIPI; `Err(EINTR)` on a
+    /// signal (C: `kvm_vcpu_halt()` and `kvm_vcpu_block()`). A halted vCPU
+    /// first polls for up to its halt-polling window (`halt_poll.rs`), then
+    /// sleeps; the window adapts to how long the halt lasted.
     pub(super) fn block(&mut self, ctx: &VcpuCtx<'_>) -> Result {
-        loop {
+        // As in C, only a halt polls: not the wait for INIT or SIPI.
+        let halt = matches!(self.mp_state, mp::HALTED | mp::AP_RESET_HOLD);
+        let window = if halt { self.halt_poll.window(halt_poll_ns().unwrap_or(0)) } else { 0 };
+        let k = self.shared.kicker.clone();
+        // Set once the vCPU has found nothing to wake for: a halt whose event
+        // was already there is no halt (C: `__kvm_emulate_halt()` does not
+        // halt when `kvm_vcpu_has_events()`), and neither polls nor adapts.
+        let mut start = None;
+        let mut poll_end = 0;
+        let mut polled = window == 0;
+        let mut waited = false;
+        // A kick left from before the halt would end the poll at once; what
+        // it announced is posted already and looked at below.
+        k.pending.store(false, Ordering::SeqCst);
+        let r = loop {
             let due_in = self.eoi_inject_due();
             self.drain_posted();
             self.handle_init_sipi();
             match self.mp_state {
                 mp::HALTED | mp::AP_RESET_HOLD if self.has_wake_event() => {
                     self.mp_state = mp::RUNNABLE;
-                    return Ok(());
+                    break Ok(());
                 }
-                mp::RUNNABLE => return Ok(()),
+                mp::RUNNABLE => break Ok(()),
                 _ => {}
             }
-            let k = self.shared.kicker.clone();
+            let start = *start.get_or_insert_with(now_ns);
+            if !polled {
+                // Everything that can end a halt kicks the vCPU before
+                // anything else: spin on the kick, then look again above.
+                // C also stops when another task is runnable on this CPU
+                // (`single_task_running()`); that needs a binding kvm-rs
+                // does not have yet, and a reschedule it asks for (or a
+                // signal) ends the poll anyway.
+                polled = true;
+                let stop = start.saturating_add(u64::from(window));
+                loop {
+                    let kicked = k.pending.swap(false, Ordering::SeqCst);
+                    let work = kernel::smp::xfer_to_guest_work_pending(&IrqDisabled::new());
+                    poll_end = now_ns();
+                    if kicked || work || poll_end >= stop {
+                        break;
+                    }
+                    core::hint::spin_loop();
+                }
+                continue;
+            }
             ctx.stats.set(VcpuStat::Blocking, 1);
-            let start = now_ns();
+            let sleep_start = now_ns();
             // A pending EOI-storm re-delivery may be what wakes this vCPU:
             // sleep no longer than until it is due.
             let timeout = due_in.map(|ns| (kernel::time::msecs_to_jiffies(ns.div_ceil(1_000_000).min(u64::from(u32::MAX)) as u32) as u64).max(1));
-            let r = k.wq.wait_interruptible(|| k.pending.swap(false, Ordering::SeqCst), timeout);
-            let slept = now_ns().saturating_sub(start);
+            let w = k.wq.wait_interruptible(|| k.pending.swap(false, Ordering::SeqCst), timeout);
+            waited = true;
+            let slept = now_ns().saturating_sub(sleep_start);
             ctx.stats.set(VcpuStat::Blocking, 0);
             ctx.stats.add(VcpuStat::HaltWaitNs, slept);
             ctx.stats.hist_add(VcpuStat::HaltWaitHist, slept);
-            if r == WaitResult::Signal {
+            if w == WaitResult::Signal {
                 ctx.stats.inc(VcpuStat::SignalExits);
                 ctx.run.write_u32(run::EXIT_REASON, exit::INTR);
-                return Err(EINTR);
+                break Err(EINTR);
             }
             ctx.stats.inc(VcpuStat::HaltWakeup);
+        };
+        let Some(start) = start else { return r };
+        if window != 0 {
+            // C: `update_halt_poll_stats()`. The poll succeeded if the vCPU
+            // never slept, even if the event came just after the window.
+            let poll_ns = poll_end.saturating_sub(start);
+            ctx.stats.inc(VcpuStat::HaltAttemptedPoll);
+            if waited {
+                ctx.stats.add(VcpuStat::HaltPollFailNs, poll_ns);
+                ctx.stats.hist_add(VcpuStat::HaltPollFailHist, poll_ns);
+            } else {
+                ctx.stats.inc(VcpuStat::HaltSuccessfulPoll);
+                ctx.stats.add(VcpuStat::HaltPollSuccessNs, poll_ns);
+                ctx.stats.hist_add(VcpuStat::HaltPollSuccessHist, poll_ns);
+            }
         }
+        if halt {
+            // The limit is read again, as in C (it may change at run time there).
+            self.halt_poll.update(now_ns().saturating_sub(start), halt_poll_ns().unwrap_or(0));
+        }
+        r
     }
 }

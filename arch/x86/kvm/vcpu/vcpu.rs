@@ -10,6 +10,7 @@
 //! definitions its parts share. Each part is a child module, one concept
 //! each, as listed below.
 
+use crate::halt_poll::HaltPoll;
 use crate::x86::mce::Mce;
 use super::backend::{Backend, Event, VendorVcpu};
 use super::cpuid::{self, feature, CpuidEntry};
@@ -188,6 +189,8 @@ pub(crate) struct X86Vcpu<B: Backend> {
     sipi_vector: u8,
     /// User space has set a CPUID table.
     cpuid_set: bool,
+    /// The halt-polling window (C: `vcpu->halt_poll_ns`).
+    halt_poll: HaltPoll,
 }
 
 impl<B: Backend> X86Vcpu<B> {
@@ -249,6 +252,7 @@ impl<B: Backend> X86Vcpu<B> {
             last_cpu: 0,
             sipi_vector: 0,
             cpuid_set: false,
+            halt_poll: HaltPoll::new(),
         };
         // The guest TSC starts at 0 (C: `kvm_synchronize_tsc(vcpu, 0)`).
         v.set_tsc_offset(0u64.wrapping_sub(x86::rdtsc()));

@@ -26,6 +26,10 @@ mod dev_ioctl;
 mod vcpu_limits;
 
 #[allow(dead_code)]
+#[path = "../../../../virt/kvm/halt_poll.rs"]
+mod halt_poll;
+
+#[allow(dead_code)]
 #[path = "../../../../arch/x86/kvm/cpuid.rs"]
 mod cpuid;
 
