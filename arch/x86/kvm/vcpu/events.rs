@@ -115,7 +115,8 @@ impl<B: Backend> X86Vcpu<B> {
         // halt when `kvm_vcpu_has_events()`), and neither polls nor adapts.
         let mut start = None;
         let mut poll_end = 0;
-        let mut polled = window == 0;
+        // Until when to poll (C: `stop`); 0 once polling is over.
+        let mut poll_until = 0;
         let mut waited = false;
         // A kick left from before the halt would end the poll at once; what
         // it announced is posted already and looked at below.
@@ -132,21 +133,28 @@ impl<B: Backend> X86Vcpu<B> {
                 mp::RUNNABLE => break Ok(()),
                 _ => {}
             }
-            let start = *start.get_or_insert_with(now_ns);
-            if !polled {
-                // Everything that can end a halt kicks the vCPU before
-                // anything else: spin on the kick, then look again above.
+            if start.is_none() {
+                let now = now_ns();
+                start = Some(now);
+                poll_end = now;
+                if window != 0 {
+                    poll_until = now.saturating_add(u64::from(window));
+                }
+            }
+            if poll_end < poll_until {
+                // Everything that can end a halt kicks the vCPU: spin on the
+                // kick, then look again above, until the window is over.
                 // C also stops when another task is runnable on this CPU
-                // (`single_task_running()`); that needs a binding kvm-rs
-                // does not have yet, and a reschedule it asks for (or a
-                // signal) ends the poll anyway.
-                polled = true;
-                let stop = start.saturating_add(u64::from(window));
+                // (`single_task_running()`), which has no binding yet; a
+                // reschedule the scheduler asks for, or a signal, stops it.
                 loop {
                     let kicked = k.pending.swap(false, Ordering::SeqCst);
                     let work = kernel::smp::xfer_to_guest_work_pending(&IrqDisabled::new());
                     poll_end = now_ns();
-                    if kicked || work || poll_end >= stop {
+                    if work {
+                        poll_until = 0;
+                    }
+                    if kicked || work || poll_end >= poll_until {
                         break;
                     }
                     core::hint::spin_loop();
