@@ -9,7 +9,9 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <linux/kvm.h>
 
@@ -191,6 +193,21 @@ TEST_F(dev, supported_cpuid_table)
 	if (e)
 		EXPECT_TRUE(e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
 	free(c);
+}
+
+/*
+ * Halt polling's limit, as x86 sets it when the module is loaded without
+ * arguments (KVM_HALT_POLL_NS_DEFAULT): tools read and set it here.
+ */
+TEST(halt_poll_ns_parameter)
+{
+	char buf[32] = "";
+	FILE *f = fopen("/sys/module/kvm/parameters/halt_poll_ns", "r");
+
+	ASSERT_NE(NULL, f) TH_LOG("halt_poll_ns: %s", strerror(errno));
+	ASSERT_NE(NULL, fgets(buf, sizeof(buf), f));
+	fclose(f);
+	EXPECT_EQ(200000, strtoul(buf, NULL, 10));
 }
 
 TEST_HARNESS_MAIN
