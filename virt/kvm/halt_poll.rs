@@ -86,7 +86,10 @@ mod tests {
         }
         // 10 µs, then doubling; 320 µs is capped by window(), and a halt
         // within the window then keeps it.
-        assert_eq!(seen, [10_000, 20_000, 40_000, 80_000, 160_000, 200_000, 200_000]);
+        assert_eq!(
+            seen,
+            [10_000, 20_000, 40_000, 80_000, 160_000, 200_000, 200_000]
+        );
     }
 
     #[test]
