@@ -700,18 +700,18 @@ field_set! {
 pub(crate) type RawSeg = (u16, u64, u32, u32);
 
 impl ExitState {
-    /// The guest segments in `GUEST_SEGS` order.
-    pub(crate) fn segs(&self) -> [RawSeg; 8] {
-        [
-            (self.cs_sel(), self.cs_base(), self.cs_limit(), self.cs_ar()),
-            (self.ds_sel(), self.ds_base(), self.ds_limit(), self.ds_ar()),
-            (self.es_sel(), self.es_base(), self.es_limit(), self.es_ar()),
-            (self.fs_sel(), self.fs_base(), self.fs_limit(), self.fs_ar()),
-            (self.gs_sel(), self.gs_base(), self.gs_limit(), self.gs_ar()),
-            (self.ss_sel(), self.ss_base(), self.ss_limit(), self.ss_ar()),
-            (self.tr_sel(), self.tr_base(), self.tr_limit(), self.tr_ar()),
-            (self.ldtr_sel(), self.ldtr_base(), self.ldtr_limit(), self.ldtr_ar()),
-        ]
+    /// Guest segment `i` in `GUEST_SEGS` order (LDTR for `i` above 7).
+    pub(crate) fn seg(&self, i: usize) -> RawSeg {
+        match i {
+            0 => (self.cs_sel(), self.cs_base(), self.cs_limit(), self.cs_ar()),
+            1 => (self.ds_sel(), self.ds_base(), self.ds_limit(), self.ds_ar()),
+            2 => (self.es_sel(), self.es_base(), self.es_limit(), self.es_ar()),
+            3 => (self.fs_sel(), self.fs_base(), self.fs_limit(), self.fs_ar()),
+            4 => (self.gs_sel(), self.gs_base(), self.gs_limit(), self.gs_ar()),
+            5 => (self.ss_sel(), self.ss_base(), self.ss_limit(), self.ss_ar()),
+            6 => (self.tr_sel(), self.tr_base(), self.tr_limit(), self.tr_ar()),
+            _ => (self.ldtr_sel(), self.ldtr_base(), self.ldtr_limit(), self.ldtr_ar()),
+        }
     }
 }
 
@@ -1811,8 +1811,8 @@ mod tests {
         for (r, e) in x.raw_mut().iter_mut().zip(enc) {
             *r = u64::from(*e) << 8 | 0x5a;
         }
-        for (i, (sel, base, limit, ar)) in x.segs().into_iter().enumerate() {
-            let f = &GUEST_SEGS[i];
+        for (i, f) in GUEST_SEGS.iter().enumerate() {
+            let (sel, base, limit, ar) = x.seg(i);
             assert_eq!(sel, f.selector.value_of(u64::from(f.selector.encoding()) << 8 | 0x5a));
             assert_eq!(base, u64::from(f.base.encoding()) << 8 | 0x5a);
             assert_eq!(limit, f.limit.value_of(u64::from(f.limit.encoding()) << 8 | 0x5a));

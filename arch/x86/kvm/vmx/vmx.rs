@@ -15,7 +15,7 @@
 //! - "Loading" the vCPU on a CPU: the first entry on a CPU puts the VMCS on
 //!   that CPU's loaded-VMCS list and VMPTRLDs it. If the VMCS is still
 //!   active on another CPU, the entry is abandoned and
-//!   [`VendorVcpu::prepare_entry`], which runs before each entry with
+//!   [`VendorVcpu::prepare_entry`], which runs before the next attempt with
 //!   interrupts on, VMCLEARs it there with an IPI (as the C KVM's
 //!   `loaded_vmcs_clear()`), then the entry is tried again.
 //! - The host state the VMX host-state area cannot hold (selectors with RPL
@@ -351,13 +351,18 @@ pub(crate) struct VmxVcpu {
     host_misc_features: u64,
     dirty: u32,
     flush_pending: bool,
+    /// The last entry was abandoned because the VMCS is active on another
+    /// CPU: `prepare_entry` clears it there.
+    clear_needed: bool,
 
     // Guest state.
-    /// The segments (`GUEST_SEGS` order), unless `raw_segs` is newer.
+    /// The segments (`GUEST_SEGS` order), unless `cold_in_exit`.
     segs: [KvmSegment; 8],
-    /// The segments as read at the last exit, until something asks for or
-    /// changes one (`seg_at`, `segs_mut`).
-    raw_segs: Option<[vmcs::RawSeg; 8]>,
+    /// The segments, GDTR, IDTR, SYSENTER MSRs and PAT are newer in `exit`
+    /// (as the last exit read them) than in their fields here: most exits
+    /// never look at them, so they are converted only when something asks
+    /// for one (`seg_at`, `gdt`...) or changes one (`materialize_cold`).
+    cold_in_exit: bool,
     /// What the last exit read (`run`).
     exit: ExitState,
     gdt: KvmDtable,
@@ -484,6 +489,9 @@ impl VmxVcpu {
     /// Writes what changed in the software copy into the VMCS.
     fn write_guest_state(&mut self, v: &CurrentVmcs<'_>, rip: u64, rsp: u64) {
         let d = if self.fresh { dirty::ALL } else { self.dirty };
+        if d & (dirty::SEGS | dirty::DTABLES | dirty::MSRS) != 0 {
+            self.materialize_cold();
+        }
         if d & dirty::CONTROLS != 0 {
             v.write32(vmcs::PIN_BASED_VM_EXEC_CONTROL, self.shared.cfg.pin);
             v.write32(vmcs::CPU_BASED_VM_EXEC_CONTROL, self.proc);
@@ -504,7 +512,7 @@ impl VmxVcpu {
         }
         if d & dirty::SEGS != 0 {
             for (i, f) in vmcs::GUEST_SEGS.iter().enumerate() {
-                let s = &self.segs_mut()[i];
+                let s = &self.segs[i];
                 let unusable = s.unusable != 0 || s.present == 0;
                 let mut attrib = s.attrib();
                 // Unrestricted guest requires the accessed bit of usable
@@ -574,8 +582,20 @@ impl VmxVcpu {
         self.cr0 = self.pol_cr0().guest_value(x.cr0(), self.cr0);
         self.cr3 = x.cr3();
         self.cr4 = self.pol_cr4().guest_value(x.cr4(), self.cr4);
-        // Converted only when asked for (`seg_at`): most exits never look.
-        self.raw_segs = Some(x.segs());
+        // Converted only when asked for: most exits never look.
+        self.cold_in_exit = true;
+    }
+
+    /// Takes the segments, GDTR, IDTR, SYSENTER MSRs and PAT over from the
+    /// last exit's values, before one of them is changed or written.
+    fn materialize_cold(&mut self) {
+        if !core::mem::take(&mut self.cold_in_exit) {
+            return;
+        }
+        let x = &self.exit;
+        for (i, s) in self.segs.iter_mut().enumerate() {
+            *s = raw_to_seg(x.seg(i));
+        }
         self.gdt = KvmDtable { base: x.gdtr_base(), limit: x.gdtr_limit() as u16 };
         self.idt = KvmDtable { base: x.idtr_base(), limit: x.idtr_limit() as u16 };
         self.sysenter_cs = u64::from(x.sysenter_cs());
@@ -584,10 +604,22 @@ impl VmxVcpu {
         self.pat = x.pat();
     }
 
+    /// The SYSENTER MSRs and PAT (`sysenter_cs`, `_esp`, `_eip`, `pat`) as
+    /// the guest last had them.
+    fn cold_msrs(&self) -> [u64; 4] {
+        if self.cold_in_exit {
+            let x = &self.exit;
+            [u64::from(x.sysenter_cs()), x.sysenter_esp(), x.sysenter_eip(), x.pat()]
+        } else {
+            [self.sysenter_cs, self.sysenter_esp, self.sysenter_eip, self.pat]
+        }
+    }
+
     /// Reads `MSR_MISC_FEATURES_ENABLES` and the constant host MSRs of the
     /// VM-exit load list: once per load (see the module documentation).
     fn load_host_values(&mut self) {
         self.host_misc_features = x86::rdmsr_safe(vmcs::MSR_MISC_FEATURES_ENABLES).unwrap_or(0);
+        self.host_cache.reload_task_msrs();
         for (i, msr) in LIST_MSRS.iter().enumerate() {
             if *msr == 0xc000_0102 {
                 continue; // per entry: the task's user GS base
@@ -748,19 +780,16 @@ impl VmxVcpu {
     /// Segment `s` as the guest last had it.
     fn seg_at(&self, s: Seg) -> KvmSegment {
         let i = seg_index(s);
-        match &self.raw_segs {
-            Some(raw) => raw_to_seg(raw[i]),
-            None => self.segs[i],
+        if self.cold_in_exit {
+            raw_to_seg(self.exit.seg(i))
+        } else {
+            self.segs[i]
         }
     }
 
     /// The segments, to change: converted from the last exit's values first.
     fn segs_mut(&mut self) -> &mut [KvmSegment; 8] {
-        if let Some(raw) = self.raw_segs.take() {
-            for (s, r) in self.segs.iter_mut().zip(raw) {
-                *s = raw_to_seg(r);
-            }
-        }
+        self.materialize_cold();
         &mut self.segs
     }
 
@@ -852,8 +881,9 @@ impl Backend for Vmx {
             host_misc_features: 0,
             dirty: dirty::ALL,
             flush_pending: true,
+            clear_needed: false,
             segs: [KvmSegment::default(); 8],
-            raw_segs: None,
+            cold_in_exit: false,
             exit: <ExitState as vmcs::FieldSet>::zeroed(),
             gdt: KvmDtable::default(),
             idt: KvmDtable::default(),
@@ -913,7 +943,8 @@ impl VendorVcpu for VmxVcpu {
         // The power-on state (SDM vol. 3A, 10.1.1, table 10-1; C:
         // `vmx_vcpu_reset()`), CS:IP = f000:fff0 at base ffff0000.
         let data = KvmSegment::from_attrib(0, 0, 0xffff, 0x93);
-        self.raw_segs = None;
+        // Everything cold is set below.
+        self.cold_in_exit = false;
         self.segs = [data; 8];
         self.segs[seg_index(Seg::Cs)] = KvmSegment::from_attrib(0xf000, 0xffff_0000, 0xffff, 0x9b);
         self.segs[seg_index(Seg::Ldtr)] = KvmSegment::from_attrib(0, 0, 0xffff, 0x82);
@@ -959,19 +990,29 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn gdt(&self) -> KvmDtable {
-        self.gdt
+        if self.cold_in_exit {
+            KvmDtable { base: self.exit.gdtr_base(), limit: self.exit.gdtr_limit() as u16 }
+        } else {
+            self.gdt
+        }
     }
 
     fn set_gdt(&mut self, v: &KvmDtable) {
+        self.materialize_cold();
         self.gdt = *v;
         self.dirty |= dirty::DTABLES;
     }
 
     fn idt(&self) -> KvmDtable {
-        self.idt
+        if self.cold_in_exit {
+            KvmDtable { base: self.exit.idtr_base(), limit: self.exit.idtr_limit() as u16 }
+        } else {
+            self.idt
+        }
     }
 
     fn set_idt(&mut self, v: &KvmDtable) {
+        self.materialize_cold();
         self.idt = *v;
         self.dirty |= dirty::DTABLES;
     }
@@ -1096,10 +1137,10 @@ impl VendorVcpu for VmxVcpu {
         Some(match index {
             0xc000_0100 => self.seg_at(Seg::Fs).base,
             0xc000_0101 => self.seg_at(Seg::Gs).base,
-            0x174 => self.sysenter_cs,
-            0x175 => self.sysenter_esp,
-            0x176 => self.sysenter_eip,
-            0x277 => self.pat,
+            0x174 => self.cold_msrs()[0],
+            0x175 => self.cold_msrs()[1],
+            0x176 => self.cold_msrs()[2],
+            0x277 => self.cold_msrs()[3],
             0x1d9 => self.debugctl,
             _ => return None,
         })
@@ -1111,6 +1152,8 @@ impl VendorVcpu for VmxVcpu {
         if !known {
             return None;
         }
+        // The fields below are changed: take over the last exit's first.
+        self.materialize_cold();
         if let Some(i) = Self::list_index(index) {
             let value = if index == 0xc000_0084 { value & 0xffff_ffff } else { value };
             if let Some(e) = self.guest_msrs.get_mut(i) {
@@ -1289,8 +1332,12 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn prepare_entry(&mut self) {
-        let here = IrqDisabled::new().cpu();
-        self.clear_elsewhere(Some(here));
+        // Only when `run` found the VMCS active elsewhere (after a
+        // migration): it abandoned the entry for this.
+        if core::mem::take(&mut self.clear_needed) {
+            let here = IrqDisabled::new().cpu();
+            self.clear_elsewhere(Some(here));
+        }
     }
 
     fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
@@ -1329,7 +1376,10 @@ impl VendorVcpu for VmxVcpu {
                 self.flush_pending = true;
             }
             // Active on another CPU: `prepare_entry` clears it there.
-            _ => return retry,
+            _ => {
+                self.clear_needed = true;
+                return retry;
+            }
         }
         if pc.current.load(Ordering::Relaxed) != pa {
             if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
