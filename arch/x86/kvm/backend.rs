@@ -202,7 +202,8 @@ pub(crate) enum Exit {
 pub(crate) struct EntryCtx {
     /// XCR0 to load for the guest, if different from the host's.
     pub(crate) guest_xcr0: Option<u64>,
-    /// The host's XCR0.
+    /// The host's XCR0; 0 when the kernel did not set CR4.OSXSAVE (with
+    /// it, XCR0 always has x87 state: never 0).
     pub(crate) host_xcr0: u64,
     /// PKRU to load for the guest (when the guest may use protection keys
     /// and the value differs from the host's).
