@@ -326,6 +326,8 @@ pub(crate) struct VmxVcpu {
     /// The VMCS names `msr_bitmap_all` (an MSR filter is set).
     msr_all: bool,
     vmcs: VmxPage,
+    /// Its physical address.
+    vmcs_pa: u64,
     /// The virtual-APIC page (with TPR shadow): VTPR at offset 0x80.
     vapic: Option<VmxPage>,
     /// CR8 as last set, without TPR shadow (every CR8 access exits).
@@ -365,6 +367,9 @@ pub(crate) struct VmxVcpu {
     cold_in_exit: bool,
     /// What the last exit read (`run`).
     exit: ExitState,
+    /// The VMCS's RIP, RSP and RFLAGS are still those `exit` read: no VMCS
+    /// write since the last exit.
+    regs_as_read: bool,
     gdt: KvmDtable,
     idt: KvmDtable,
     /// CR0 and CR4 as the guest sees them (also the read shadows).
@@ -566,8 +571,24 @@ impl VmxVcpu {
                 v.write32(vmcs::VM_ENTRY_INSTRUCTION_LEN, self.entry_len);
             }
         }
-        // Written every time: they change on nearly every exit.
-        v.write_set(&vmcs::EntryRegs::new(rip, rsp, self.rflags | 2));
+        // RIP, RSP and RFLAGS: right after an exit the VMCS holds what
+        // `exit` read, so only what changed since is written (RIP, on most
+        // exits); otherwise all three, with one call.
+        let rflags = self.rflags | 2;
+        if core::mem::take(&mut self.regs_as_read) {
+            let x = &self.exit;
+            if rip != x.rip() {
+                v.write_nat(vmcs::GUEST_RIP, rip);
+            }
+            if rsp != x.rsp() {
+                v.write_nat(vmcs::GUEST_RSP, rsp);
+            }
+            if rflags != x.rflags() {
+                v.write_nat(vmcs::GUEST_RFLAGS, rflags);
+            }
+        } else {
+            v.write_set(&vmcs::EntryRegs::new(rip, rsp, rflags));
+        }
         self.dirty = 0;
         self.fresh = false;
     }
@@ -860,12 +881,14 @@ impl Backend for Vmx {
             ENOMEM
         })?;
         let vpid = if self.shared.cfg.proc2 & proc2::ENABLE_VPID != 0 { self.shared.vpids.alloc().unwrap_or(0) } else { 0 };
+        let vmcs_pa = vmcs.phys_addr();
         let mut v = VmxVcpu {
             shared: self.shared.clone(),
             msr_bitmap: self.msr_bitmap.clone(),
             msr_bitmap_all: self.msr_bitmap_all.clone(),
             msr_all: false,
             vmcs,
+            vmcs_pa,
             vapic,
             cr8: 0,
             tpr_threshold: 0,
@@ -885,6 +908,7 @@ impl Backend for Vmx {
             segs: [KvmSegment::default(); 8],
             cold_in_exit: false,
             exit: <ExitState as vmcs::FieldSet>::zeroed(),
+            regs_as_read: false,
             gdt: KvmDtable::default(),
             idt: KvmDtable::default(),
             cr0: 0,
@@ -1342,7 +1366,9 @@ impl VendorVcpu for VmxVcpu {
 
     fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
         let cpu = irq.cpu();
-        let shared = self.shared.clone();
+        // Borrowed, not cloned (a reference count up and down per entry):
+        // the last use is before anything takes `self` mutably.
+        let shared = &*self.shared;
         let Some(pc) = shared.cpus.get(cpu as usize) else {
             return (Exit::FailedEntry { reason: u64::MAX }, None);
         };
@@ -1355,7 +1381,7 @@ impl VendorVcpu for VmxVcpu {
             return retry;
         }
         let lists = shared.lists();
-        let pa = self.vmcs.phys_addr();
+        let pa = self.vmcs_pa;
         match lists.cpu_of(self.slot) {
             c if c == cpu => {}
             NIL => {
@@ -1370,6 +1396,10 @@ impl VendorVcpu for VmxVcpu {
                     return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
                 }
                 pc.current.store(pa, Ordering::Relaxed);
+                // Whatever ran here before, it was not this VMCS: keep its
+                // branch predictions away, as below (C: the IBPB of
+                // `vmx_vcpu_load_vmcs()` whenever the current VMCS changes).
+                x86::indirect_branch_prediction_barrier();
                 // Flush every context of this VM on the new CPU: it may
                 // hold stale translations from an earlier stay (C:
                 // KVM_REQ_TLB_FLUSH in `vmx_vcpu_load_vmcs()`).
@@ -1482,6 +1512,7 @@ impl VendorVcpu for VmxVcpu {
             return (Exit::FailedEntry { reason: u64::from(reason) }, None);
         }
         self.launched = true;
+        self.regs_as_read = true;
         // The event, if any, was delivered or is in the IDT-vectoring info now.
         self.entry_intr = 0;
         self.idt_vectoring = self.exit.idt_vectoring();
