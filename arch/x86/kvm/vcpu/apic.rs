@@ -63,6 +63,18 @@ impl<B: Backend> X86Vcpu<B> {
             };
             self.lapic.accept(&irq);
         }
+        // Plain loads first: nothing is posted on most entries. A post that
+        // these miss is not lost: the poster sets the kicker's `pending`
+        // after the vector, and `run_loop` checks `pending` with the vCPU
+        // already in guest mode (else the poster sees that mode and IPIs).
+        let posted = &self.shared.posted_irr;
+        let any = posted[0].load(Ordering::Relaxed)
+            | posted[1].load(Ordering::Relaxed)
+            | posted[2].load(Ordering::Relaxed)
+            | posted[3].load(Ordering::Relaxed);
+        if any == 0 {
+            return;
+        }
         for w in 0..4 {
             let irr = self.shared.posted_irr[w].swap(0, Ordering::SeqCst);
             if irr == 0 {
