@@ -321,6 +321,11 @@ pub(crate) trait VendorVcpu: Send {
     /// notifiers; this and a change of CPU are the "vCPU load" points).
     fn vcpu_load(&mut self) {}
 
+    /// `KVM_RUN` ends: the backend brings back whatever guest state it
+    /// left in the hardware, so that the getters see it (C: `vcpu_put()`,
+    /// here with the VMX fields read only after the exits that need them).
+    fn vcpu_put(&mut self) {}
+
     /// Called before each entry with interrupts enabled: the backend may
     /// prepare what needs them (VMX: VMCLEAR of its VMCS on another CPU).
     fn prepare_entry(&mut self) {}

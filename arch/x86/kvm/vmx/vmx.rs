@@ -41,7 +41,7 @@ use kernel::{
 use capabilities::{probe, VmxConfig};
 use loaded_vmcs::{Lists, NoNmi, Slot, NIL};
 use vmcs::{
-    cr0, entry_ctl, interruptibility, intr_info, proc, proc2, CrExit, CrPolicy, EptViolation, ExitReason, ExitState, IoExit,
+    cr0, entry_ctl, interruptibility, intr_info, proc, proc2, ColdState, CrExit, CrPolicy, EptViolation, ExitReason, ExitState, IoExit,
     MsrEntry, VpidBitmap,
 };
 use vmx_ops::{CurrentVmcs, MsrList, VmxPage, VmxRegs, VmxonTest};
@@ -358,15 +358,15 @@ pub(crate) struct VmxVcpu {
     clear_needed: bool,
 
     // Guest state.
-    /// The segments (`GUEST_SEGS` order), unless `cold_in_exit`.
+    /// The segments (`GUEST_SEGS` order), when `cold_at` is `Fields`.
     segs: [KvmSegment; 8],
-    /// The segments, GDTR, IDTR, SYSENTER MSRs and PAT are newer in `exit`
-    /// (as the last exit read them) than in their fields here: most exits
-    /// never look at them, so they are converted only when something asks
-    /// for one (`seg_at`, `gdt`...) or changes one (`materialize_cold`).
-    cold_in_exit: bool,
+    /// Where the segments, GDTR, IDTR, SYSENTER MSRs and PAT are current.
+    cold_at: ColdAt,
     /// What the last exit read (`run`).
     exit: ExitState,
+    /// The segments, GDTR, IDTR, SYSENTER MSRs and PAT as the last exit
+    /// that read them left them ([`ColdAt::Read`]).
+    cold: ColdState,
     /// The VMCS's RIP, RSP and RFLAGS are still those `exit` read: no VMCS
     /// write since the last exit.
     regs_as_read: bool,
@@ -398,6 +398,49 @@ pub(crate) struct VmxVcpu {
     /// The last exit's IDT-vectoring information and error code.
     idt_vectoring: u32,
     idt_vectoring_err: u32,
+}
+
+/// Where a VMX vCPU's segments, descriptor tables, SYSENTER MSRs and PAT
+/// (the [`ColdState`] fields) are current. Most exits never look at them:
+/// they are read from the VMCS only after the exits whose handling may, and
+/// converted only when something asks for one or changes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ColdAt {
+    /// In the vCPU's fields (`segs`, `gdt`...): set by user space or at
+    /// reset, or converted from `cold` before a change.
+    Fields,
+    /// In `cold`, as the last exit read them.
+    Read,
+    /// Only in the VMCS: the last exit did not read them (a reason whose
+    /// handling never looks, [`reads_cold`]). A change brings them back
+    /// first (`materialize_cold`), and so does the end of `KVM_RUN`
+    /// (`vcpu_put`), before any ioctl can ask.
+    Vmcs,
+}
+
+/// Whether the handling of an exit may look at the [`ColdState`] fields,
+/// which are then read before `run` returns. The handlers of the others
+/// (CPUID, VMCALL, HLT, interrupts and windows, PAUSE, WBINVD, XSETBV,
+/// RDPMC, and RDMSR/WRMSR of an MSR that is not a segment base, SYSENTER or
+/// PAT) use only RIP, RSP, RFLAGS, the interruptibility state, the control
+/// registers and the CPL, all read on every exit.
+fn reads_cold(basic: ExitReason, ecx: u32) -> bool {
+    match basic {
+        ExitReason::Cpuid
+        | ExitReason::Vmcall
+        | ExitReason::Hlt
+        | ExitReason::ExternalInterrupt
+        | ExitReason::InterruptWindow
+        | ExitReason::NmiWindow
+        | ExitReason::TprBelowThreshold
+        | ExitReason::Pause
+        | ExitReason::Invd
+        | ExitReason::Wbinvd
+        | ExitReason::Xsetbv
+        | ExitReason::Rdpmc => false,
+        ExitReason::Rdmsr | ExitReason::Wrmsr => matches!(ecx, 0xc000_0100 | 0xc000_0101 | 0x174..=0x176 | 0x277),
+        _ => true,
+    }
 }
 
 /// The index of `s` in the guest segment table ([`vmcs::GUEST_SEGS`], `kvm_sregs` order).
@@ -463,6 +506,69 @@ impl VmxVcpu {
         }
     }
 
+    /// Makes the VMCS current on this CPU (C: `vmx_vcpu_load_vmcs()`): puts
+    /// it on this CPU's list and VMPTRLDs it if it is active nowhere.
+    /// `Err(None)`: not now, try again (active on another CPU, which
+    /// `prepare_entry` then clears, or this CPU is going offline);
+    /// `Err(Some(exit))`: the failure to report. `Ok` gives this CPU.
+    #[inline(always)]
+    fn make_current(&mut self, irq: &IrqDisabled) -> core::result::Result<u32, Option<(Exit, Option<u64>)>> {
+        let cpu = irq.cpu();
+        // Borrowed, not cloned (a reference count up and down per entry):
+        // nothing here takes `self` mutably.
+        let shared = &*self.shared;
+        let Some(pc) = shared.cpus.get(cpu as usize) else {
+            return Err(Some((Exit::FailedEntry { reason: u64::MAX }, None)));
+        };
+        if !pc.enabled.load(Ordering::Acquire) {
+            // This CPU is going offline (or the crash path ran): the task
+            // is about to be moved elsewhere.
+            return Err(None);
+        }
+        let lists = shared.lists();
+        let pa = self.vmcs_pa;
+        match lists.cpu_of(self.slot) {
+            c if c == cpu => {}
+            NIL => {
+                // Load: on the list first, then VMPTRLD (the crash path
+                // must find every VMCS that can be active).
+                lists.add(cpu, self.slot, &mut NoNmi);
+                self.launched = false;
+                if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
+                    let _ = vmx_ops::vmclear(pa);
+                    lists.remove(cpu, self.slot, &mut NoNmi);
+                    self.report_failure("VMPTRLD failed", pa);
+                    return Err(Some((Exit::FailedEntry { reason: u64::MAX - 1 }, None)));
+                }
+                pc.current.store(pa, Ordering::Relaxed);
+                // Whatever ran here before, it was not this VMCS: keep its
+                // branch predictions away, as below (C: the IBPB of
+                // `vmx_vcpu_load_vmcs()` whenever the current VMCS changes).
+                x86::indirect_branch_prediction_barrier();
+                // Flush every context of this VM on the new CPU: it may
+                // hold stale translations from an earlier stay (C:
+                // KVM_REQ_TLB_FLUSH in `vmx_vcpu_load_vmcs()`).
+                self.flush_pending = true;
+            }
+            // Active on another CPU: `prepare_entry` clears it there.
+            _ => {
+                self.clear_needed = true;
+                return Err(None);
+            }
+        }
+        if pc.current.load(Ordering::Relaxed) != pa {
+            if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
+                self.report_failure("VMPTRLD failed", pa);
+                return Err(Some((Exit::FailedEntry { reason: u64::MAX - 1 }, None)));
+            }
+            pc.current.store(pa, Ordering::Relaxed);
+            // Another vCPU ran here: keep its branch predictions away (C:
+            // `vmx_vcpu_load_vmcs()`).
+            x86::indirect_branch_prediction_barrier();
+        }
+        Ok(cpu)
+    }
+
     fn pol_cr0(&self) -> CrPolicy {
         self.shared.cfg.cr0
     }
@@ -495,6 +601,13 @@ impl VmxVcpu {
     fn write_guest_state(&mut self, v: &CurrentVmcs<'_>, rip: u64, rsp: u64) {
         let d = if self.fresh { dirty::ALL } else { self.dirty };
         if d & (dirty::SEGS | dirty::DTABLES | dirty::MSRS) != 0 {
+            // Only after a failed entry (`dirty::ALL`) can they be only in
+            // the VMCS here (a change brings them into the fields first):
+            // it is current, read them from it.
+            if self.cold_at == ColdAt::Vmcs {
+                v.read_set(&mut self.cold);
+                self.cold_at = ColdAt::Read;
+            }
             self.materialize_cold();
         }
         if d & dirty::CONTROLS != 0 {
@@ -603,17 +716,53 @@ impl VmxVcpu {
         self.cr0 = self.pol_cr0().guest_value(x.cr0(), self.cr0);
         self.cr3 = x.cr3();
         self.cr4 = self.pol_cr4().guest_value(x.cr4(), self.cr4);
-        // Converted only when asked for: most exits never look.
-        self.cold_in_exit = true;
     }
 
-    /// Takes the segments, GDTR, IDTR, SYSENTER MSRs and PAT over from the
-    /// last exit's values, before one of them is changed or written.
+    /// Brings the [`ColdState`] fields from the VMCS into `cold` if only
+    /// the VMCS has them, with interrupts on: makes the VMCS current on
+    /// this CPU first (clearing it where it is active, as an entry would).
+    fn sync_cold(&mut self) {
+        for _ in 0..8 {
+            if self.cold_at != ColdAt::Vmcs {
+                return;
+            }
+            if core::mem::take(&mut self.clear_needed) {
+                let here = IrqDisabled::new().cpu();
+                self.clear_elsewhere(Some(here));
+            }
+            let irq = IrqDisabled::new();
+            match self.make_current(&irq) {
+                Ok(_) => {
+                    let v = CurrentVmcs::new(&irq);
+                    v.read_set(&mut self.cold);
+                    match v.failed() {
+                        None => self.cold_at = ColdAt::Read,
+                        Some((n, enc)) => {
+                            self.report_failure("VMCS reads failed", u64::from(enc) | (u64::from(n) << 32));
+                            return;
+                        }
+                    }
+                }
+                Err(Some(_)) => return,
+                // Abandoned as an entry would be: try again.
+                Err(None) => {}
+            }
+        }
+        if self.cold_at == ColdAt::Vmcs {
+            pr_err!("vmx: vCPU VPID {}: guest segments could not be read back\n", self.vpid);
+        }
+    }
+
+    /// Takes the segments, GDTR, IDTR, SYSENTER MSRs and PAT over into the
+    /// vCPU's fields, before one of them is changed or written. Interrupts
+    /// on (outside `run`; inside, `write_guest_state` reads the VMCS itself).
     fn materialize_cold(&mut self) {
-        if !core::mem::take(&mut self.cold_in_exit) {
+        self.sync_cold();
+        if self.cold_at == ColdAt::Fields {
             return;
         }
-        let x = &self.exit;
+        self.cold_at = ColdAt::Fields;
+        let x = &self.cold;
         for (i, s) in self.segs.iter_mut().enumerate() {
             *s = raw_to_seg(x.seg(i));
         }
@@ -628,8 +777,8 @@ impl VmxVcpu {
     /// The SYSENTER MSRs and PAT (`sysenter_cs`, `_esp`, `_eip`, `pat`) as
     /// the guest last had them.
     fn cold_msrs(&self) -> [u64; 4] {
-        if self.cold_in_exit {
-            let x = &self.exit;
+        if self.cold_at != ColdAt::Fields {
+            let x = &self.cold;
             [u64::from(x.sysenter_cs()), x.sysenter_esp(), x.sysenter_eip(), x.pat()]
         } else {
             [self.sysenter_cs, self.sysenter_esp, self.sysenter_eip, self.pat]
@@ -801,8 +950,8 @@ impl VmxVcpu {
     /// Segment `s` as the guest last had it.
     fn seg_at(&self, s: Seg) -> KvmSegment {
         let i = seg_index(s);
-        if self.cold_in_exit {
-            raw_to_seg(self.exit.seg(i))
+        if self.cold_at != ColdAt::Fields {
+            raw_to_seg(self.cold.seg(i))
         } else {
             self.segs[i]
         }
@@ -906,7 +1055,8 @@ impl Backend for Vmx {
             flush_pending: true,
             clear_needed: false,
             segs: [KvmSegment::default(); 8],
-            cold_in_exit: false,
+            cold_at: ColdAt::Fields,
+            cold: <ColdState as vmcs::FieldSet>::zeroed(),
             exit: <ExitState as vmcs::FieldSet>::zeroed(),
             regs_as_read: false,
             gdt: KvmDtable::default(),
@@ -968,7 +1118,7 @@ impl VendorVcpu for VmxVcpu {
         // `vmx_vcpu_reset()`), CS:IP = f000:fff0 at base ffff0000.
         let data = KvmSegment::from_attrib(0, 0, 0xffff, 0x93);
         // Everything cold is set below.
-        self.cold_in_exit = false;
+        self.cold_at = ColdAt::Fields;
         self.segs = [data; 8];
         self.segs[seg_index(Seg::Cs)] = KvmSegment::from_attrib(0xf000, 0xffff_0000, 0xffff, 0x9b);
         self.segs[seg_index(Seg::Ldtr)] = KvmSegment::from_attrib(0, 0, 0xffff, 0x82);
@@ -1014,8 +1164,8 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn gdt(&self) -> KvmDtable {
-        if self.cold_in_exit {
-            KvmDtable { base: self.exit.gdtr_base(), limit: self.exit.gdtr_limit() as u16 }
+        if self.cold_at != ColdAt::Fields {
+            KvmDtable { base: self.cold.gdtr_base(), limit: self.cold.gdtr_limit() as u16 }
         } else {
             self.gdt
         }
@@ -1028,8 +1178,8 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn idt(&self) -> KvmDtable {
-        if self.cold_in_exit {
-            KvmDtable { base: self.exit.idtr_base(), limit: self.exit.idtr_limit() as u16 }
+        if self.cold_at != ColdAt::Fields {
+            KvmDtable { base: self.cold.idtr_base(), limit: self.cold.idtr_limit() as u16 }
         } else {
             self.idt
         }
@@ -1133,8 +1283,13 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn cpl(&self) -> u8 {
-        // The CPL is SS.DPL under VMX (SDM 27.3.1.2, checks on SS).
-        self.seg_at(Seg::Ss).dpl & 3
+        // The CPL is SS.DPL under VMX (SDM 27.3.1.2, checks on SS); every
+        // exit reads SS's access rights.
+        if self.cold_at == ColdAt::Fields {
+            self.segs[seg_index(Seg::Ss)].dpl & 3
+        } else {
+            ((self.exit.ss_ar() >> 5) & 3) as u8
+        }
     }
 
     fn interrupt_shadow(&self) -> bool {
@@ -1176,8 +1331,6 @@ impl VendorVcpu for VmxVcpu {
         if !known {
             return None;
         }
-        // The fields below are changed: take over the last exit's first.
-        self.materialize_cold();
         if let Some(i) = Self::list_index(index) {
             let value = if index == 0xc000_0084 { value & 0xffff_ffff } else { value };
             if let Some(e) = self.guest_msrs.get_mut(i) {
@@ -1185,6 +1338,8 @@ impl VendorVcpu for VmxVcpu {
             }
             return Some(Ok(()));
         }
+        // The fields below are changed: take over the last exit's first.
+        self.materialize_cold();
         let ok = match index {
             0xc000_0100 => {
                 self.segs_mut()[seg_index(Seg::Fs)].base = value;
@@ -1355,6 +1510,11 @@ impl VendorVcpu for VmxVcpu {
         self.host_loaded = false;
     }
 
+    fn vcpu_put(&mut self) {
+        // What the last exits left only in the VMCS, before any ioctl asks.
+        self.sync_cold();
+    }
+
     fn prepare_entry(&mut self) {
         // Only when `run` found the VMCS active elsewhere (after a
         // migration): it abandoned the entry for this.
@@ -1365,62 +1525,13 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
-        let cpu = irq.cpu();
-        // Borrowed, not cloned (a reference count up and down per entry):
-        // the last use is before anything takes `self` mutably.
-        let shared = &*self.shared;
-        let Some(pc) = shared.cpus.get(cpu as usize) else {
-            return (Exit::FailedEntry { reason: u64::MAX }, None);
-        };
-        // No entry this time: the common code tries again.
-        let retry = (Exit::NotEntered, None);
         self.idt_vectoring = 0;
-        if !pc.enabled.load(Ordering::Acquire) {
-            // This CPU is going offline (or the crash path ran): the task
-            // is about to be moved elsewhere.
-            return retry;
-        }
-        let lists = shared.lists();
-        let pa = self.vmcs_pa;
-        match lists.cpu_of(self.slot) {
-            c if c == cpu => {}
-            NIL => {
-                // Load: on the list first, then VMPTRLD (the crash path
-                // must find every VMCS that can be active).
-                lists.add(cpu, self.slot, &mut NoNmi);
-                self.launched = false;
-                if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
-                    let _ = vmx_ops::vmclear(pa);
-                    lists.remove(cpu, self.slot, &mut NoNmi);
-                    self.report_failure("VMPTRLD failed", pa);
-                    return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
-                }
-                pc.current.store(pa, Ordering::Relaxed);
-                // Whatever ran here before, it was not this VMCS: keep its
-                // branch predictions away, as below (C: the IBPB of
-                // `vmx_vcpu_load_vmcs()` whenever the current VMCS changes).
-                x86::indirect_branch_prediction_barrier();
-                // Flush every context of this VM on the new CPU: it may
-                // hold stale translations from an earlier stay (C:
-                // KVM_REQ_TLB_FLUSH in `vmx_vcpu_load_vmcs()`).
-                self.flush_pending = true;
-            }
-            // Active on another CPU: `prepare_entry` clears it there.
-            _ => {
-                self.clear_needed = true;
-                return retry;
-            }
-        }
-        if pc.current.load(Ordering::Relaxed) != pa {
-            if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
-                self.report_failure("VMPTRLD failed", pa);
-                return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
-            }
-            pc.current.store(pa, Ordering::Relaxed);
-            // Another vCPU ran here: keep its branch predictions away (C:
-            // `vmx_vcpu_load_vmcs()`).
-            x86::indirect_branch_prediction_barrier();
-        }
+        let cpu = match self.make_current(irq) {
+            Ok(cpu) => cpu,
+            Err(Some(e)) => return e,
+            // No entry this time: the common code tries again.
+            Err(None) => return (Exit::NotEntered, None),
+        };
         if self.last_cpu != Some(cpu) {
             self.host_loaded = false;
             self.last_cpu = Some(cpu);
@@ -1428,6 +1539,7 @@ impl VendorVcpu for VmxVcpu {
         if !self.host_loaded {
             self.load_host_values();
         }
+
 
         let v = CurrentVmcs::new(irq);
         let host = vmx_ops::write_host_state(irq, &v, &mut self.host_cache);
@@ -1513,6 +1625,12 @@ impl VendorVcpu for VmxVcpu {
         }
         self.launched = true;
         self.regs_as_read = true;
+        if reads_cold(ExitReason::from_basic(reason as u16), gprs[1] as u32) {
+            v.read_set(&mut self.cold);
+            self.cold_at = ColdAt::Read;
+        } else {
+            self.cold_at = ColdAt::Vmcs;
+        }
         // The event, if any, was delivered or is in the IDT-vectoring info now.
         self.entry_intr = 0;
         self.idt_vectoring = self.exit.idt_vectoring();
