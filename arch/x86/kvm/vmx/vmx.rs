@@ -10,8 +10,11 @@
 //!   [`VmxVcpu::run`] (and the IPI that clears it). kvm-rs has no preempt
 //!   notifiers, so nothing tells the backend when the vCPU's task migrates;
 //!   instead the vCPU keeps its guest state in software, writes what changed
-//!   before each entry and reads back what the guest can change after each
-//!   exit, all while the VMCS is current on this CPU.
+//!   before each entry and reads back after each exit what the guest can
+//!   change without one, all while the VMCS is current on this CPU. The
+//!   segments and descriptor tables are read only after the exits that may
+//!   need them ([`ColdAt`]); otherwise a change or the end of `KVM_RUN`
+//!   makes the VMCS current again to read them.
 //! - "Loading" the vCPU on a CPU: the first entry on a CPU puts the VMCS on
 //!   that CPU's loaded-VMCS list and VMPTRLDs it. If the VMCS is still
 //!   active on another CPU, the entry is abandoned and
