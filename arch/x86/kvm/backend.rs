@@ -202,7 +202,8 @@ pub(crate) enum Exit {
 pub(crate) struct EntryCtx {
     /// XCR0 to load for the guest, if different from the host's.
     pub(crate) guest_xcr0: Option<u64>,
-    /// The host's XCR0.
+    /// The host's XCR0; 0 when the kernel did not set CR4.OSXSAVE (with
+    /// it, XCR0 always has x87 state: never 0).
     pub(crate) host_xcr0: u64,
     /// PKRU to load for the guest (when the guest may use protection keys
     /// and the value differs from the host's).
@@ -319,6 +320,11 @@ pub(crate) trait VendorVcpu: Send {
     /// have changed since the last `KVM_RUN` (kvm-rs has no preempt
     /// notifiers; this and a change of CPU are the "vCPU load" points).
     fn vcpu_load(&mut self) {}
+
+    /// `KVM_RUN` ends: the backend brings back whatever guest state it
+    /// left in the hardware, so that the getters see it (C: `vcpu_put()`,
+    /// here with the VMX fields read only after the exits that need them).
+    fn vcpu_put(&mut self) {}
 
     /// Called before each entry with interrupts enabled: the backend may
     /// prepare what needs them (VMX: VMCLEAR of its VMCS on another CPU).

@@ -620,9 +620,15 @@ impl Lapic {
 
     fn highest_vec(&self, base: u32) -> Option<u8> {
         // Runs on every VM entry: a plain loop over the eight words (the
-        // iterator form took some 25 instructions a word).
+        // iterator form took some 25 instructions a word), after one OR of
+        // them for the common case of an empty register (the loop alone
+        // took some 70 instructions to find nothing).
         let first = ((base >> 2) & 0xff) as usize;
-        let words = self.regs.get(first..first + 29)?;
+        let words: &[u32; 29] = self.regs.get(first..first + 29)?.try_into().ok()?;
+        let any = words[0] | words[4] | words[8] | words[12] | words[16] | words[20] | words[24] | words[28];
+        if any == 0 {
+            return None;
+        }
         let mut i = 8;
         while i > 0 {
             i -= 1;

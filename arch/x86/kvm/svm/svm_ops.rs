@@ -79,7 +79,8 @@ pub(crate) struct SwitchCtx<'a> {
     /// The guest's XCR0 if it differs from the host's (validated when the
     /// guest or user space set it: a subset of the host's XCR0, with x87 state).
     pub(crate) guest_xcr0: Option<u64>,
-    /// The host's XCR0, restored after the guest ran.
+    /// The host's XCR0, restored after the guest ran (0: the kernel did not
+    /// set CR4.OSXSAVE).
     pub(crate) host_xcr0: u64,
     /// The guest's PKRU, if it is to be loaded.
     pub(crate) guest_pkru: Option<u32>,
@@ -140,7 +141,8 @@ unsafe fn wrpkru(v: u32) {
 /// permission maps belong to the vCPU that owns the VMCB.
 pub(crate) fn run(_irq: &IrqDisabled, vmcb: &mut HwBox<Vmcb>, ctx: &SwitchCtx<'_>, regs: &mut [u64; 16]) -> SwitchOut {
     let vmcb_pa = vmcb.phys_addr();
-    let has_xsave = x86::boot_cpu_has(x86::Feature::Osxsave);
+    // XCR0 always has x87 state: 0 means the kernel did not set CR4.OSXSAVE.
+    let has_xsave = ctx.host_xcr0 != 0;
     if let Some(pkru) = ctx.guest_pkru {
         // SAFETY: Only requested when the host has CR4.PKE; interrupts are
         // off, so no host code touches user memory until it is restored.

@@ -434,6 +434,7 @@ impl<B: Backend> ArchVcpu for X86Vcpu<B> {
             self.hw.vcpu_load();
             self.fpu.swap_in();
             let r = self.run_loop(ctx);
+            self.hw.vcpu_put();
             self.fpu.swap_out();
             r
         });

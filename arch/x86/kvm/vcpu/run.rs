@@ -85,12 +85,10 @@ impl<B: Backend> X86Vcpu<B> {
                 // and use XGETBV/XSAVE without an exit in between. PKRU is
                 // switched whenever the host uses protection keys, for the
                 // same reason (a guest can set CR4.PKE and run WRPKRU).
-                let host_xcr0 = x86::host_xcr0();
-                let host_pke = x86::boot_cpu_has(x86::Feature::Ospke);
+                let (host_xcr0, host_pke) = (self.host_xcr0, self.host_pke);
                 let host_pkru = if host_pke { x86::read_pkru() } else { 0 };
                 let mut entry = EntryCtx {
-                    guest_xcr0: (x86::boot_cpu_has(x86::Feature::Osxsave) && self.xcr0 != host_xcr0)
-                        .then_some(self.xcr0),
+                    guest_xcr0: (host_xcr0 != 0 && self.xcr0 != host_xcr0).then_some(self.xcr0),
                     host_xcr0,
                     guest_pkru: host_pke.then_some(self.pkru),
                     host_pkru,
@@ -104,7 +102,7 @@ impl<B: Backend> X86Vcpu<B> {
                 self.last_cpu = cpu;
                 let r = self.hw.run(&irq, &mut entry, &mut self.gprs, &mut self.rip);
                 self.shared.kicker.mode.store(OUTSIDE_GUEST_MODE, Ordering::SeqCst);
-                if x86::boot_cpu_has(x86::Feature::Osxsave) {
+                if host_xcr0 != 0 {
                     self.xcr0 = entry.exit_xcr0;
                 }
                 if let Some(p) = entry.exit_pkru {

@@ -185,6 +185,11 @@ pub(crate) struct X86Vcpu<B: Backend> {
     armed: HostTimer,
     tlb_gen_seen: u64,
     last_cpu: u32,
+    /// The host's XCR0 (0 without CR4.OSXSAVE) and whether it uses
+    /// protection keys: fixed once the kernel booted, so read once here
+    /// rather than before every entry (C: `kvm_host.xcr0`).
+    host_xcr0: u64,
+    host_pke: bool,
     /// The last SIPI vector (C: `apic->sipi_vector`).
     sipi_vector: u8,
     /// User space has set a CPUID table.
@@ -250,6 +255,8 @@ impl<B: Backend> X86Vcpu<B> {
             armed: HostTimer::Off,
             tlb_gen_seen: 0,
             last_cpu: 0,
+            host_xcr0: x86::host_xcr0(),
+            host_pke: x86::boot_cpu_has(x86::Feature::Ospke),
             sipi_vector: 0,
             cpuid_set: false,
             halt_poll: HaltPoll::new(),

@@ -575,8 +575,9 @@ macro_rules! writable_field_set {
 
 field_set! {
     /// What the exit path reads after every VM exit: the exit information and
-    /// the guest state the guest can change without an exit (C reads these
-    /// lazily, one inlined VMREAD at a time; see vmx.rst).
+    /// the guest registers the common exit handling looks at (C reads these
+    /// lazily, one inlined VMREAD at a time; see vmx.rst). The rest of what
+    /// the guest can change without an exit is [`ColdState`].
     ExitState, exit_state_idx {
         /// `VM_EXIT_REASON`.
         reason: u32 = VM_EXIT_REASON,
@@ -612,6 +613,16 @@ field_set! {
         cr3: u64 = GUEST_CR3,
         /// CR4 as the hardware runs it.
         cr4: u64 = GUEST_CR4,
+        /// SS access rights, for the CPL (SS.DPL).
+        ss_ar: u32 = GUEST_SS_AR_BYTES,
+    }
+}
+
+field_set! {
+    /// The guest state the guest can change without an exit and that most
+    /// exits never look at: segments, descriptor tables, the SYSENTER MSRs
+    /// and PAT. Read after the exits whose handling may need it.
+    ColdState, cold_state_idx {
         /// CS selector, base, limit, access rights; then DS, ES, FS, GS, SS,
         /// TR, LDTR (`GUEST_SEGS` order).
         cs_sel: u16 = GUEST_CS_SELECTOR,
@@ -699,19 +710,19 @@ field_set! {
 /// One guest segment as the VMCS holds it: selector, base, limit, access rights.
 pub(crate) type RawSeg = (u16, u64, u32, u32);
 
-impl ExitState {
-    /// The guest segments in `GUEST_SEGS` order.
-    pub(crate) fn segs(&self) -> [RawSeg; 8] {
-        [
-            (self.cs_sel(), self.cs_base(), self.cs_limit(), self.cs_ar()),
-            (self.ds_sel(), self.ds_base(), self.ds_limit(), self.ds_ar()),
-            (self.es_sel(), self.es_base(), self.es_limit(), self.es_ar()),
-            (self.fs_sel(), self.fs_base(), self.fs_limit(), self.fs_ar()),
-            (self.gs_sel(), self.gs_base(), self.gs_limit(), self.gs_ar()),
-            (self.ss_sel(), self.ss_base(), self.ss_limit(), self.ss_ar()),
-            (self.tr_sel(), self.tr_base(), self.tr_limit(), self.tr_ar()),
-            (self.ldtr_sel(), self.ldtr_base(), self.ldtr_limit(), self.ldtr_ar()),
-        ]
+impl ColdState {
+    /// Guest segment `i` in `GUEST_SEGS` order (LDTR for `i` above 7).
+    pub(crate) fn seg(&self, i: usize) -> RawSeg {
+        match i {
+            0 => (self.cs_sel(), self.cs_base(), self.cs_limit(), self.cs_ar()),
+            1 => (self.ds_sel(), self.ds_base(), self.ds_limit(), self.ds_ar()),
+            2 => (self.es_sel(), self.es_base(), self.es_limit(), self.es_ar()),
+            3 => (self.fs_sel(), self.fs_base(), self.fs_limit(), self.fs_ar()),
+            4 => (self.gs_sel(), self.gs_base(), self.gs_limit(), self.gs_ar()),
+            5 => (self.ss_sel(), self.ss_base(), self.ss_limit(), self.ss_ar()),
+            6 => (self.tr_sel(), self.tr_base(), self.tr_limit(), self.tr_ar()),
+            _ => (self.ldtr_sel(), self.ldtr_base(), self.ldtr_limit(), self.ldtr_ar()),
+        }
     }
 }
 
@@ -1801,24 +1812,33 @@ mod tests {
 
     #[test]
     fn exit_state_reads_each_field_once_and_segments_in_table_order() {
-        let enc = <ExitState as FieldSet>::ENCODINGS;
-        for (i, e) in enc.iter().enumerate() {
-            assert!(!enc[i + 1..].contains(e), "field {:#x} twice", e);
+        for enc in [<ExitState as FieldSet>::ENCODINGS, <ColdState as FieldSet>::ENCODINGS] {
+            for (i, e) in enc.iter().enumerate() {
+                assert!(!enc[i + 1..].contains(e), "field {:#x} twice", e);
+            }
         }
+        let mut r = <ExitState as FieldSet>::zeroed();
+        let enc = <ExitState as FieldSet>::ENCODINGS;
+        for (r, e) in r.raw_mut().iter_mut().zip(enc) {
+            *r = u64::from(*e) << 8 | 0x5a;
+        }
+        assert_eq!(r.reason(), (u64::from(VM_EXIT_REASON.encoding()) << 8 | 0x5a) as u32);
+        assert_eq!(r.ss_ar(), (u64::from(GUEST_SS_AR_BYTES.encoding()) << 8 | 0x5a) as u32);
         // Give every field a distinct raw value, then check each segment
         // accessor returns the fields GUEST_SEGS names for that segment.
-        let mut x = <ExitState as FieldSet>::zeroed();
+        let enc = <ColdState as FieldSet>::ENCODINGS;
+        let mut x = <ColdState as FieldSet>::zeroed();
         for (r, e) in x.raw_mut().iter_mut().zip(enc) {
             *r = u64::from(*e) << 8 | 0x5a;
         }
-        for (i, (sel, base, limit, ar)) in x.segs().into_iter().enumerate() {
-            let f = &GUEST_SEGS[i];
+        for (i, f) in GUEST_SEGS.iter().enumerate() {
+            let (sel, base, limit, ar) = x.seg(i);
             assert_eq!(sel, f.selector.value_of(u64::from(f.selector.encoding()) << 8 | 0x5a));
             assert_eq!(base, u64::from(f.base.encoding()) << 8 | 0x5a);
             assert_eq!(limit, f.limit.value_of(u64::from(f.limit.encoding()) << 8 | 0x5a));
             assert_eq!(ar, f.ar.value_of(u64::from(f.ar.encoding()) << 8 | 0x5a));
         }
-        assert_eq!(x.reason(), (u64::from(VM_EXIT_REASON.encoding()) << 8 | 0x5a) as u32);
+        assert_eq!(x.pat(), u64::from(GUEST_IA32_PAT.encoding()) << 8 | 0x5a);
     }
 
     #[test]

@@ -108,17 +108,24 @@ SYM_FUNC_END(kvm_rs_vmread)
  * (values from there on are not written).
  */
 SYM_FUNC_START(kvm_rs_vmread_many)
-	xor %eax, %eax
-	test %rdx, %rdx
+	/*
+	 * Five instructions a field: both arrays addressed from their ends
+	 * with a negative index counting up to zero, and VMREAD storing
+	 * straight into values[] (it writes nothing when it fails).
+	 */
+	lea (%rdi,%rdx,4), %rdi
+	lea (%rsi,%rdx,8), %rsi
+	mov %rdx, %rax
+	neg %rax
 	jz 4f
 1:	mov (%rdi,%rax,4), %ecx
-3:	vmread %rcx, %r8
+3:	vmread %rcx, (%rsi,%rax,8)
 	jbe 4f
-	mov %r8, (%rsi,%rax,8)
 	inc %rax
-	cmp %rdx, %rax
-	jb 1b
-4:	RET
+	jnz 1b
+	/* rax is the index from the end (0 when all were read): from the start. */
+4:	add %rdx, %rax
+	RET
 	_ASM_EXTABLE(3b, 4b)
 SYM_FUNC_END(kvm_rs_vmread_many)
 

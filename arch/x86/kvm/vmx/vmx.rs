@@ -10,12 +10,15 @@
 //!   [`VmxVcpu::run`] (and the IPI that clears it). kvm-rs has no preempt
 //!   notifiers, so nothing tells the backend when the vCPU's task migrates;
 //!   instead the vCPU keeps its guest state in software, writes what changed
-//!   before each entry and reads back what the guest can change after each
-//!   exit, all while the VMCS is current on this CPU.
+//!   before each entry and reads back after each exit what the guest can
+//!   change without one, all while the VMCS is current on this CPU. The
+//!   segments and descriptor tables are read only after the exits that may
+//!   need them ([`ColdAt`]); otherwise a change or the end of `KVM_RUN`
+//!   makes the VMCS current again to read them.
 //! - "Loading" the vCPU on a CPU: the first entry on a CPU puts the VMCS on
 //!   that CPU's loaded-VMCS list and VMPTRLDs it. If the VMCS is still
 //!   active on another CPU, the entry is abandoned and
-//!   [`VendorVcpu::prepare_entry`], which runs before each entry with
+//!   [`VendorVcpu::prepare_entry`], which runs before the next attempt with
 //!   interrupts on, VMCLEARs it there with an IPI (as the C KVM's
 //!   `loaded_vmcs_clear()`), then the entry is tried again.
 //! - The host state the VMX host-state area cannot hold (selectors with RPL
@@ -41,7 +44,7 @@ use kernel::{
 use capabilities::{probe, VmxConfig};
 use loaded_vmcs::{Lists, NoNmi, Slot, NIL};
 use vmcs::{
-    cr0, entry_ctl, interruptibility, intr_info, proc, proc2, CrExit, CrPolicy, EptViolation, ExitReason, ExitState, IoExit,
+    cr0, entry_ctl, interruptibility, intr_info, proc, proc2, ColdState, CrExit, CrPolicy, EptViolation, ExitReason, ExitState, IoExit,
     MsrEntry, VpidBitmap,
 };
 use vmx_ops::{CurrentVmcs, MsrList, VmxPage, VmxRegs, VmxonTest};
@@ -326,6 +329,8 @@ pub(crate) struct VmxVcpu {
     /// The VMCS names `msr_bitmap_all` (an MSR filter is set).
     msr_all: bool,
     vmcs: VmxPage,
+    /// Its physical address.
+    vmcs_pa: u64,
     /// The virtual-APIC page (with TPR shadow): VTPR at offset 0x80.
     vapic: Option<VmxPage>,
     /// CR8 as last set, without TPR shadow (every CR8 access exits).
@@ -351,15 +356,23 @@ pub(crate) struct VmxVcpu {
     host_misc_features: u64,
     dirty: u32,
     flush_pending: bool,
+    /// The last entry was abandoned because the VMCS is active on another
+    /// CPU: `prepare_entry` clears it there.
+    clear_needed: bool,
 
     // Guest state.
-    /// The segments (`GUEST_SEGS` order), unless `raw_segs` is newer.
+    /// The segments (`GUEST_SEGS` order), when `cold_at` is `Fields`.
     segs: [KvmSegment; 8],
-    /// The segments as read at the last exit, until something asks for or
-    /// changes one (`seg_at`, `segs_mut`).
-    raw_segs: Option<[vmcs::RawSeg; 8]>,
+    /// Where the segments, GDTR, IDTR, SYSENTER MSRs and PAT are current.
+    cold_at: ColdAt,
     /// What the last exit read (`run`).
     exit: ExitState,
+    /// The segments, GDTR, IDTR, SYSENTER MSRs and PAT as the last exit
+    /// that read them left them ([`ColdAt::Read`]).
+    cold: ColdState,
+    /// The VMCS's RIP, RSP and RFLAGS are still those `exit` read: no VMCS
+    /// write since the last exit.
+    regs_as_read: bool,
     gdt: KvmDtable,
     idt: KvmDtable,
     /// CR0 and CR4 as the guest sees them (also the read shadows).
@@ -388,6 +401,49 @@ pub(crate) struct VmxVcpu {
     /// The last exit's IDT-vectoring information and error code.
     idt_vectoring: u32,
     idt_vectoring_err: u32,
+}
+
+/// Where a VMX vCPU's segments, descriptor tables, SYSENTER MSRs and PAT
+/// (the [`ColdState`] fields) are current. Most exits never look at them:
+/// they are read from the VMCS only after the exits whose handling may, and
+/// converted only when something asks for one or changes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ColdAt {
+    /// In the vCPU's fields (`segs`, `gdt`...): set by user space or at
+    /// reset, or converted from `cold` before a change.
+    Fields,
+    /// In `cold`, as the last exit read them.
+    Read,
+    /// Only in the VMCS: the last exit did not read them (a reason whose
+    /// handling never looks, [`reads_cold`]). A change brings them back
+    /// first (`materialize_cold`), and so does the end of `KVM_RUN`
+    /// (`vcpu_put`), before any ioctl can ask.
+    Vmcs,
+}
+
+/// Whether the handling of an exit may look at the [`ColdState`] fields,
+/// which are then read before `run` returns. The handlers of the others
+/// (CPUID, VMCALL, HLT, interrupts and windows, PAUSE, WBINVD, XSETBV,
+/// RDPMC, and RDMSR/WRMSR of an MSR that is not a segment base, SYSENTER or
+/// PAT) use only RIP, RSP, RFLAGS, the interruptibility state, the control
+/// registers and the CPL, all read on every exit.
+fn reads_cold(basic: ExitReason, ecx: u32) -> bool {
+    match basic {
+        ExitReason::Cpuid
+        | ExitReason::Vmcall
+        | ExitReason::Hlt
+        | ExitReason::ExternalInterrupt
+        | ExitReason::InterruptWindow
+        | ExitReason::NmiWindow
+        | ExitReason::TprBelowThreshold
+        | ExitReason::Pause
+        | ExitReason::Invd
+        | ExitReason::Wbinvd
+        | ExitReason::Xsetbv
+        | ExitReason::Rdpmc => false,
+        ExitReason::Rdmsr | ExitReason::Wrmsr => matches!(ecx, 0xc000_0100 | 0xc000_0101 | 0x174..=0x176 | 0x277),
+        _ => true,
+    }
 }
 
 /// The index of `s` in the guest segment table ([`vmcs::GUEST_SEGS`], `kvm_sregs` order).
@@ -453,6 +509,69 @@ impl VmxVcpu {
         }
     }
 
+    /// Makes the VMCS current on this CPU (C: `vmx_vcpu_load_vmcs()`): puts
+    /// it on this CPU's list and VMPTRLDs it if it is active nowhere.
+    /// `Err(None)`: not now, try again (active on another CPU, which
+    /// `prepare_entry` then clears, or this CPU is going offline);
+    /// `Err(Some(exit))`: the failure to report. `Ok` gives this CPU.
+    #[inline(always)]
+    fn make_current(&mut self, irq: &IrqDisabled) -> core::result::Result<u32, Option<(Exit, Option<u64>)>> {
+        let cpu = irq.cpu();
+        // Borrowed, not cloned (a reference count up and down per entry):
+        // nothing here takes `self` mutably.
+        let shared = &*self.shared;
+        let Some(pc) = shared.cpus.get(cpu as usize) else {
+            return Err(Some((Exit::FailedEntry { reason: u64::MAX }, None)));
+        };
+        if !pc.enabled.load(Ordering::Acquire) {
+            // This CPU is going offline (or the crash path ran): the task
+            // is about to be moved elsewhere.
+            return Err(None);
+        }
+        let lists = shared.lists();
+        let pa = self.vmcs_pa;
+        match lists.cpu_of(self.slot) {
+            c if c == cpu => {}
+            NIL => {
+                // Load: on the list first, then VMPTRLD (the crash path
+                // must find every VMCS that can be active).
+                lists.add(cpu, self.slot, &mut NoNmi);
+                self.launched = false;
+                if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
+                    let _ = vmx_ops::vmclear(pa);
+                    lists.remove(cpu, self.slot, &mut NoNmi);
+                    self.report_failure("VMPTRLD failed", pa);
+                    return Err(Some((Exit::FailedEntry { reason: u64::MAX - 1 }, None)));
+                }
+                pc.current.store(pa, Ordering::Relaxed);
+                // Whatever ran here before, it was not this VMCS: keep its
+                // branch predictions away, as below (C: the IBPB of
+                // `vmx_vcpu_load_vmcs()` whenever the current VMCS changes).
+                x86::indirect_branch_prediction_barrier();
+                // Flush every context of this VM on the new CPU: it may
+                // hold stale translations from an earlier stay (C:
+                // KVM_REQ_TLB_FLUSH in `vmx_vcpu_load_vmcs()`).
+                self.flush_pending = true;
+            }
+            // Active on another CPU: `prepare_entry` clears it there.
+            _ => {
+                self.clear_needed = true;
+                return Err(None);
+            }
+        }
+        if pc.current.load(Ordering::Relaxed) != pa {
+            if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
+                self.report_failure("VMPTRLD failed", pa);
+                return Err(Some((Exit::FailedEntry { reason: u64::MAX - 1 }, None)));
+            }
+            pc.current.store(pa, Ordering::Relaxed);
+            // Another vCPU ran here: keep its branch predictions away (C:
+            // `vmx_vcpu_load_vmcs()`).
+            x86::indirect_branch_prediction_barrier();
+        }
+        Ok(cpu)
+    }
+
     fn pol_cr0(&self) -> CrPolicy {
         self.shared.cfg.cr0
     }
@@ -484,6 +603,16 @@ impl VmxVcpu {
     /// Writes what changed in the software copy into the VMCS.
     fn write_guest_state(&mut self, v: &CurrentVmcs<'_>, rip: u64, rsp: u64) {
         let d = if self.fresh { dirty::ALL } else { self.dirty };
+        if d & (dirty::SEGS | dirty::DTABLES | dirty::MSRS) != 0 {
+            // Only after a failed entry (`dirty::ALL`) can they be only in
+            // the VMCS here (a change brings them into the fields first):
+            // it is current, read them from it.
+            if self.cold_at == ColdAt::Vmcs {
+                v.read_set(&mut self.cold);
+                self.cold_at = ColdAt::Read;
+            }
+            self.materialize_cold();
+        }
         if d & dirty::CONTROLS != 0 {
             v.write32(vmcs::PIN_BASED_VM_EXEC_CONTROL, self.shared.cfg.pin);
             v.write32(vmcs::CPU_BASED_VM_EXEC_CONTROL, self.proc);
@@ -504,7 +633,7 @@ impl VmxVcpu {
         }
         if d & dirty::SEGS != 0 {
             for (i, f) in vmcs::GUEST_SEGS.iter().enumerate() {
-                let s = &self.segs_mut()[i];
+                let s = &self.segs[i];
                 let unusable = s.unusable != 0 || s.present == 0;
                 let mut attrib = s.attrib();
                 // Unrestricted guest requires the accessed bit of usable
@@ -558,8 +687,24 @@ impl VmxVcpu {
                 v.write32(vmcs::VM_ENTRY_INSTRUCTION_LEN, self.entry_len);
             }
         }
-        // Written every time: they change on nearly every exit.
-        v.write_set(&vmcs::EntryRegs::new(rip, rsp, self.rflags | 2));
+        // RIP, RSP and RFLAGS: right after an exit the VMCS holds what
+        // `exit` read, so only what changed since is written (RIP, on most
+        // exits); otherwise all three, with one call.
+        let rflags = self.rflags | 2;
+        if core::mem::take(&mut self.regs_as_read) {
+            let x = &self.exit;
+            if rip != x.rip() {
+                v.write_nat(vmcs::GUEST_RIP, rip);
+            }
+            if rsp != x.rsp() {
+                v.write_nat(vmcs::GUEST_RSP, rsp);
+            }
+            if rflags != x.rflags() {
+                v.write_nat(vmcs::GUEST_RFLAGS, rflags);
+            }
+        } else {
+            v.write_set(&vmcs::EntryRegs::new(rip, rsp, rflags));
+        }
         self.dirty = 0;
         self.fresh = false;
     }
@@ -574,8 +719,56 @@ impl VmxVcpu {
         self.cr0 = self.pol_cr0().guest_value(x.cr0(), self.cr0);
         self.cr3 = x.cr3();
         self.cr4 = self.pol_cr4().guest_value(x.cr4(), self.cr4);
-        // Converted only when asked for (`seg_at`): most exits never look.
-        self.raw_segs = Some(x.segs());
+    }
+
+    /// Brings the [`ColdState`] fields from the VMCS into `cold` if only
+    /// the VMCS has them, with interrupts on: makes the VMCS current on
+    /// this CPU first (clearing it where it is active, as an entry would).
+    fn sync_cold(&mut self) {
+        for _ in 0..8 {
+            if self.cold_at != ColdAt::Vmcs {
+                return;
+            }
+            if core::mem::take(&mut self.clear_needed) {
+                let here = IrqDisabled::new().cpu();
+                self.clear_elsewhere(Some(here));
+            }
+            let irq = IrqDisabled::new();
+            match self.make_current(&irq) {
+                Ok(_) => {
+                    let v = CurrentVmcs::new(&irq);
+                    v.read_set(&mut self.cold);
+                    match v.failed() {
+                        None => self.cold_at = ColdAt::Read,
+                        Some((n, enc)) => {
+                            self.report_failure("VMCS reads failed", u64::from(enc) | (u64::from(n) << 32));
+                            return;
+                        }
+                    }
+                }
+                Err(Some(_)) => return,
+                // Abandoned as an entry would be: try again.
+                Err(None) => {}
+            }
+        }
+        if self.cold_at == ColdAt::Vmcs {
+            pr_err!("vmx: vCPU VPID {}: guest segments could not be read back\n", self.vpid);
+        }
+    }
+
+    /// Takes the segments, GDTR, IDTR, SYSENTER MSRs and PAT over into the
+    /// vCPU's fields, before one of them is changed or written. Interrupts
+    /// on (outside `run`; inside, `write_guest_state` reads the VMCS itself).
+    fn materialize_cold(&mut self) {
+        self.sync_cold();
+        if self.cold_at == ColdAt::Fields {
+            return;
+        }
+        self.cold_at = ColdAt::Fields;
+        let x = &self.cold;
+        for (i, s) in self.segs.iter_mut().enumerate() {
+            *s = raw_to_seg(x.seg(i));
+        }
         self.gdt = KvmDtable { base: x.gdtr_base(), limit: x.gdtr_limit() as u16 };
         self.idt = KvmDtable { base: x.idtr_base(), limit: x.idtr_limit() as u16 };
         self.sysenter_cs = u64::from(x.sysenter_cs());
@@ -584,10 +777,22 @@ impl VmxVcpu {
         self.pat = x.pat();
     }
 
+    /// The SYSENTER MSRs and PAT (`sysenter_cs`, `_esp`, `_eip`, `pat`) as
+    /// the guest last had them.
+    fn cold_msrs(&self) -> [u64; 4] {
+        if self.cold_at != ColdAt::Fields {
+            let x = &self.cold;
+            [u64::from(x.sysenter_cs()), x.sysenter_esp(), x.sysenter_eip(), x.pat()]
+        } else {
+            [self.sysenter_cs, self.sysenter_esp, self.sysenter_eip, self.pat]
+        }
+    }
+
     /// Reads `MSR_MISC_FEATURES_ENABLES` and the constant host MSRs of the
     /// VM-exit load list: once per load (see the module documentation).
     fn load_host_values(&mut self) {
         self.host_misc_features = x86::rdmsr_safe(vmcs::MSR_MISC_FEATURES_ENABLES).unwrap_or(0);
+        self.host_cache.reload_task_msrs();
         for (i, msr) in LIST_MSRS.iter().enumerate() {
             if *msr == 0xc000_0102 {
                 continue; // per entry: the task's user GS base
@@ -748,19 +953,16 @@ impl VmxVcpu {
     /// Segment `s` as the guest last had it.
     fn seg_at(&self, s: Seg) -> KvmSegment {
         let i = seg_index(s);
-        match &self.raw_segs {
-            Some(raw) => raw_to_seg(raw[i]),
-            None => self.segs[i],
+        if self.cold_at != ColdAt::Fields {
+            raw_to_seg(self.cold.seg(i))
+        } else {
+            self.segs[i]
         }
     }
 
     /// The segments, to change: converted from the last exit's values first.
     fn segs_mut(&mut self) -> &mut [KvmSegment; 8] {
-        if let Some(raw) = self.raw_segs.take() {
-            for (s, r) in self.segs.iter_mut().zip(raw) {
-                *s = raw_to_seg(r);
-            }
-        }
+        self.materialize_cold();
         &mut self.segs
     }
 
@@ -831,12 +1033,14 @@ impl Backend for Vmx {
             ENOMEM
         })?;
         let vpid = if self.shared.cfg.proc2 & proc2::ENABLE_VPID != 0 { self.shared.vpids.alloc().unwrap_or(0) } else { 0 };
+        let vmcs_pa = vmcs.phys_addr();
         let mut v = VmxVcpu {
             shared: self.shared.clone(),
             msr_bitmap: self.msr_bitmap.clone(),
             msr_bitmap_all: self.msr_bitmap_all.clone(),
             msr_all: false,
             vmcs,
+            vmcs_pa,
             vapic,
             cr8: 0,
             tpr_threshold: 0,
@@ -852,9 +1056,12 @@ impl Backend for Vmx {
             host_misc_features: 0,
             dirty: dirty::ALL,
             flush_pending: true,
+            clear_needed: false,
             segs: [KvmSegment::default(); 8],
-            raw_segs: None,
+            cold_at: ColdAt::Fields,
+            cold: <ColdState as vmcs::FieldSet>::zeroed(),
             exit: <ExitState as vmcs::FieldSet>::zeroed(),
+            regs_as_read: false,
             gdt: KvmDtable::default(),
             idt: KvmDtable::default(),
             cr0: 0,
@@ -919,7 +1126,8 @@ impl VendorVcpu for VmxVcpu {
         // The power-on state (SDM vol. 3A, 10.1.1, table 10-1; C:
         // `vmx_vcpu_reset()`), CS:IP = f000:fff0 at base ffff0000.
         let data = KvmSegment::from_attrib(0, 0, 0xffff, 0x93);
-        self.raw_segs = None;
+        // Everything cold is set below.
+        self.cold_at = ColdAt::Fields;
         self.segs = [data; 8];
         self.segs[seg_index(Seg::Cs)] = KvmSegment::from_attrib(0xf000, 0xffff_0000, 0xffff, 0x9b);
         self.segs[seg_index(Seg::Ldtr)] = KvmSegment::from_attrib(0, 0, 0xffff, 0x82);
@@ -965,19 +1173,29 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn gdt(&self) -> KvmDtable {
-        self.gdt
+        if self.cold_at != ColdAt::Fields {
+            KvmDtable { base: self.cold.gdtr_base(), limit: self.cold.gdtr_limit() as u16 }
+        } else {
+            self.gdt
+        }
     }
 
     fn set_gdt(&mut self, v: &KvmDtable) {
+        self.materialize_cold();
         self.gdt = *v;
         self.dirty |= dirty::DTABLES;
     }
 
     fn idt(&self) -> KvmDtable {
-        self.idt
+        if self.cold_at != ColdAt::Fields {
+            KvmDtable { base: self.cold.idtr_base(), limit: self.cold.idtr_limit() as u16 }
+        } else {
+            self.idt
+        }
     }
 
     fn set_idt(&mut self, v: &KvmDtable) {
+        self.materialize_cold();
         self.idt = *v;
         self.dirty |= dirty::DTABLES;
     }
@@ -1074,8 +1292,13 @@ impl VendorVcpu for VmxVcpu {
     }
 
     fn cpl(&self) -> u8 {
-        // The CPL is SS.DPL under VMX (SDM 27.3.1.2, checks on SS).
-        self.seg_at(Seg::Ss).dpl & 3
+        // The CPL is SS.DPL under VMX (SDM 27.3.1.2, checks on SS); every
+        // exit reads SS's access rights.
+        if self.cold_at == ColdAt::Fields {
+            self.segs[seg_index(Seg::Ss)].dpl & 3
+        } else {
+            ((self.exit.ss_ar() >> 5) & 3) as u8
+        }
     }
 
     fn interrupt_shadow(&self) -> bool {
@@ -1102,10 +1325,10 @@ impl VendorVcpu for VmxVcpu {
         Some(match index {
             0xc000_0100 => self.seg_at(Seg::Fs).base,
             0xc000_0101 => self.seg_at(Seg::Gs).base,
-            0x174 => self.sysenter_cs,
-            0x175 => self.sysenter_esp,
-            0x176 => self.sysenter_eip,
-            0x277 => self.pat,
+            0x174 => self.cold_msrs()[0],
+            0x175 => self.cold_msrs()[1],
+            0x176 => self.cold_msrs()[2],
+            0x277 => self.cold_msrs()[3],
             0x1d9 => self.debugctl,
             _ => return None,
         })
@@ -1124,6 +1347,8 @@ impl VendorVcpu for VmxVcpu {
             }
             return Some(Ok(()));
         }
+        // The fields below are changed: take over the last exit's first.
+        self.materialize_cold();
         let ok = match index {
             0xc000_0100 => {
                 self.segs_mut()[seg_index(Seg::Fs)].base = value;
@@ -1294,59 +1519,28 @@ impl VendorVcpu for VmxVcpu {
         self.host_loaded = false;
     }
 
+    fn vcpu_put(&mut self) {
+        // What the last exits left only in the VMCS, before any ioctl asks.
+        self.sync_cold();
+    }
+
     fn prepare_entry(&mut self) {
-        let here = IrqDisabled::new().cpu();
-        self.clear_elsewhere(Some(here));
+        // Only when `run` found the VMCS active elsewhere (after a
+        // migration): it abandoned the entry for this.
+        if core::mem::take(&mut self.clear_needed) {
+            let here = IrqDisabled::new().cpu();
+            self.clear_elsewhere(Some(here));
+        }
     }
 
     fn run(&mut self, irq: &IrqDisabled, ctx: &mut EntryCtx, gprs: &mut [u64; 16], rip: &mut u64) -> (Exit, Option<u64>) {
-        let cpu = irq.cpu();
-        let shared = self.shared.clone();
-        let Some(pc) = shared.cpus.get(cpu as usize) else {
-            return (Exit::FailedEntry { reason: u64::MAX }, None);
-        };
-        // No entry this time: the common code tries again.
-        let retry = (Exit::NotEntered, None);
         self.idt_vectoring = 0;
-        if !pc.enabled.load(Ordering::Acquire) {
-            // This CPU is going offline (or the crash path ran): the task
-            // is about to be moved elsewhere.
-            return retry;
-        }
-        let lists = shared.lists();
-        let pa = self.vmcs.phys_addr();
-        match lists.cpu_of(self.slot) {
-            c if c == cpu => {}
-            NIL => {
-                // Load: on the list first, then VMPTRLD (the crash path
-                // must find every VMCS that can be active).
-                lists.add(cpu, self.slot, &mut NoNmi);
-                self.launched = false;
-                if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
-                    let _ = vmx_ops::vmclear(pa);
-                    lists.remove(cpu, self.slot, &mut NoNmi);
-                    self.report_failure("VMPTRLD failed", pa);
-                    return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
-                }
-                pc.current.store(pa, Ordering::Relaxed);
-                // Flush every context of this VM on the new CPU: it may
-                // hold stale translations from an earlier stay (C:
-                // KVM_REQ_TLB_FLUSH in `vmx_vcpu_load_vmcs()`).
-                self.flush_pending = true;
-            }
-            // Active on another CPU: `prepare_entry` clears it there.
-            _ => return retry,
-        }
-        if pc.current.load(Ordering::Relaxed) != pa {
-            if vmx_ops::vmptrld(irq, &self.vmcs).is_err() {
-                self.report_failure("VMPTRLD failed", pa);
-                return (Exit::FailedEntry { reason: u64::MAX - 1 }, None);
-            }
-            pc.current.store(pa, Ordering::Relaxed);
-            // Another vCPU ran here: keep its branch predictions away (C:
-            // `vmx_vcpu_load_vmcs()`).
-            x86::indirect_branch_prediction_barrier();
-        }
+        let cpu = match self.make_current(irq) {
+            Ok(cpu) => cpu,
+            Err(Some(e)) => return e,
+            // No entry this time: the common code tries again.
+            Err(None) => return (Exit::NotEntered, None),
+        };
         if self.last_cpu != Some(cpu) {
             self.host_loaded = false;
             self.last_cpu = Some(cpu);
@@ -1354,6 +1548,7 @@ impl VendorVcpu for VmxVcpu {
         if !self.host_loaded {
             self.load_host_values();
         }
+
 
         let v = CurrentVmcs::new(irq);
         let host = vmx_ops::write_host_state(irq, &v, &mut self.host_cache);
@@ -1438,6 +1633,13 @@ impl VendorVcpu for VmxVcpu {
             return (Exit::FailedEntry { reason: u64::from(reason) }, None);
         }
         self.launched = true;
+        self.regs_as_read = true;
+        if reads_cold(ExitReason::from_basic(reason as u16), gprs[1] as u32) {
+            v.read_set(&mut self.cold);
+            self.cold_at = ColdAt::Read;
+        } else {
+            self.cold_at = ColdAt::Vmcs;
+        }
         // The event, if any, was delivered or is in the IDT-vectoring info now.
         self.entry_intr = 0;
         self.idt_vectoring = self.exit.idt_vectoring();
